@@ -1,0 +1,48 @@
+"""The project's error types. Every error a user can cause is a `RulelangError`; the CLI prints it as is."""
+from __future__ import annotations
+
+
+class RulelangError(Exception):
+    """Base class: a clear, one-message error for the user (never shown with a traceback by the CLI)."""
+
+
+class RuleError(RulelangError):
+    """An error in a rule file, at a position: printed as `FILE:LINE:COL: error: ...` + source line + caret.
+
+    `hint` is an extra line ("did you mean `eps`?", "expected `)`").
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
+                 col: int | None = None, source_line: str | None = None, hint: str | None = None,
+                 severity: str = "error") -> None:
+        self.message = message
+        self.path = path
+        self.line = line
+        self.col = col
+        self.source_line = source_line
+        self.hint = hint
+        self.severity = severity
+        super().__init__(self.format())
+
+    def format(self) -> str:
+        where = self.path or "<rules>"
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.col is not None:
+                where += f":{self.col}"
+        out = f"{where}: {self.severity}: {self.message}"
+        if self.source_line is not None and self.line is not None:
+            out += f"\n    {self.source_line.rstrip()}"
+            if self.col is not None:
+                out += "\n    " + " " * (self.col - 1) + "^"
+        if self.hint:
+            out += f"\n  hint: {self.hint}"
+        return out
+
+
+class CompileError(RulelangError):
+    """The model and the rule file do not fit together (unmatched nodes, untraceable model, shape errors)."""
+
+
+class ModelError(RulelangError):
+    """A model, weight file or input the user supplied cannot be used."""
