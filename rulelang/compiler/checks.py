@@ -1,0 +1,59 @@
+"""Compile-time checks: run the explaining graph on meta tensors, so shape errors in rule bodies are reported
+with the rule file's line before any real tensor is touched."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.fx as fx
+
+from ..errors import CompileError, RuleError, RulelangError
+
+if TYPE_CHECKING:
+    from .explainer import Explainer
+
+
+class _Checker(fx.Interpreter):
+    def run_node(self, n: fx.Node) -> Any:
+        try:
+            return super().run_node(n)
+        except RulelangError:
+            raise
+        except NotImplementedError:
+            raise _NoMeta() from None
+        except Exception as e:  # a shape or dtype error in a lowered body
+            pos = n.meta.get("rule_pos")
+            op = n.meta.get("rule_op")
+            msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            if pos is not None:
+                source = None
+                if pos.path:
+                    try:
+                        with open(pos.path, encoding="utf-8") as f:
+                            source = f.read().splitlines()[pos.line - 1]
+                    except (OSError, IndexError):
+                        pass
+                raise RuleError(f"shape error at node {op}: {msg}", path=pos.path, line=pos.line, col=pos.col,
+                                source_line=source) from None
+            raise CompileError(f"the model cannot be run on the example input at node {n.name}: {msg}") from None
+
+
+class _NoMeta(Exception):
+    """An op without a meta kernel: the check cannot run on meta tensors."""
+
+
+def check_graph(explainer: "Explainer", example_input: torch.Tensor) -> None:
+    """Builds the explain graph and runs it on meta tensors (skipped where an op has no meta kernel)."""
+    gm = explainer._build("explain", None, False)
+    state = {k: torch.empty_like(v, device="meta") for k, v in
+             list(gm.named_parameters(remove_duplicate=False)) + list(gm.named_buffers(remove_duplicate=False))}
+    x = torch.empty_like(example_input, device="meta")
+    args: list[Any] = [x, None]
+    if explainer.rules.reference:
+        args.append(torch.empty_like(example_input, device="meta") if explainer.rules.reference == "input"
+                    else None)
+    try:
+        with torch.nn.utils.stateless._reparametrize_module(gm, state), torch.no_grad():
+            _Checker(gm).run(*args)
+    except _NoMeta:
+        return

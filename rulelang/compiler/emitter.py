@@ -1,0 +1,141 @@
+"""Builds the explaining fx graph: one node per torch op, with common subexpressions shared.
+
+Values are `fx.Node`s (tensors at run time) or Python numbers (constants folded at build time).
+"""
+from __future__ import annotations
+
+import operator
+from typing import Any, Callable
+
+import torch
+import torch.fx as fx
+
+from ..lang.ast import Pos
+
+Value = Any  # fx.Node | float | int | bool | None
+
+
+class _No:
+    """Marks 'no value' (distinct from None, which is a legal default)."""
+
+
+_NO = _No()
+
+_FOLD = {operator.add, operator.sub, operator.mul, operator.truediv, operator.pow, operator.neg,
+         operator.gt, operator.ge, operator.lt, operator.le, operator.eq, operator.ne}
+
+
+class Emitter:
+    """Appends nodes to `graph`, tagging each with the rule position and model op it came from."""
+
+    def __init__(self) -> None:
+        self.graph = fx.Graph()
+        self._memo: dict[Any, fx.Node] = {}
+        self.pos: Pos | None = None      # position of the rule-file expression being lowered
+        self.op_name: str | None = None  # model op being lowered
+
+    def placeholder(self, name: str, default: Any = _NO) -> fx.Node:
+        if default is _NO:
+            return self.graph.placeholder(name)
+        return self.graph.placeholder(name, default_value=default)
+
+    def _tag(self, node: fx.Node) -> fx.Node:
+        node.meta["rule_pos"] = self.pos
+        node.meta["rule_op"] = self.op_name
+        return node
+
+    def _key(self, *parts: Any) -> Any:
+        try:
+            key = tuple(_freeze(p) for p in parts)
+            hash(key)
+            return key
+        except TypeError:
+            return None
+
+    def call(self, fn: Callable[..., Any], *args: Value, **kwargs: Value) -> Value:
+        """`fn(*args, **kwargs)` as a graph node; folded when every argument is a Python constant."""
+        if fn in _FOLD and not kwargs and all(not isinstance(a, fx.Node) for a in args):
+            return fn(*args)
+        simplified = _simplify(fn, args)
+        if simplified is not _NO:
+            return simplified
+        key = self._key("f", fn, args, kwargs)
+        if key is not None and key in self._memo:
+            return self._memo[key]
+        node = self._tag(self.graph.call_function(fn, tuple(args), dict(kwargs)))
+        if key is not None:
+            self._memo[key] = node
+        return node
+
+    def method(self, name: str, *args: Value, **kwargs: Value) -> fx.Node:
+        key = self._key("m", name, args, kwargs)
+        if key is not None and key in self._memo:
+            return self._memo[key]
+        node = self._tag(self.graph.call_method(name, tuple(args), dict(kwargs)))
+        if key is not None:
+            self._memo[key] = node
+        return node
+
+    def get_attr(self, qualname: str) -> fx.Node:
+        key = ("a", qualname)
+        if key not in self._memo:
+            self._memo[key] = self.graph.get_attr(qualname)
+        return self._memo[key]
+
+    def copy(self, node: fx.Node, arg_map: Callable[[fx.Node], Value], **changes: Any) -> fx.Node:
+        """Replays an fx node of the traced model (target, args and kwargs mapped)."""
+        args = fx.node.map_arg(node.args, arg_map)
+        kwargs = fx.node.map_arg(node.kwargs, arg_map)
+        target = changes.get("target", node.target)
+        op = changes.get("op", node.op)
+        key = self._key("c", op, target, args, kwargs)
+        if key is not None and key in self._memo:
+            return self._memo[key]
+        new = self._tag(self.graph.create_node(op, target, tuple(args), dict(kwargs), name=node.name))
+        new.meta["source_node"] = node.name
+        if key is not None:
+            self._memo[key] = new
+        return new
+
+    def output(self, value: Any) -> None:
+        self.graph.output(value)
+
+
+def _is_const(v: Any, c: float) -> bool:
+    return not isinstance(v, fx.Node) and isinstance(v, (int, float)) and not isinstance(v, bool) and v == c
+
+
+def _simplify(fn: Callable[..., Any], args: tuple) -> Any:
+    """Algebraic identities that keep the generated code small: x+0, x-0, x*1, x/1."""
+    if len(args) != 2:
+        return _NO
+    a, b = args
+    if fn is operator.add:
+        if _is_const(b, 0):
+            return a
+        if _is_const(a, 0):
+            return b
+    if fn is operator.sub and _is_const(b, 0):
+        return a
+    if fn is operator.mul:
+        if _is_const(b, 1):
+            return a
+        if _is_const(a, 1):
+            return b
+    if fn is operator.truediv and _is_const(b, 1):
+        return a
+    return _NO
+
+
+def _freeze(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return (type(v).__name__,) + tuple(_freeze(x) for x in v)
+    if isinstance(v, dict):
+        return ("dict",) + tuple(sorted((k, _freeze(x)) for k, x in v.items()))
+    if isinstance(v, slice):
+        return ("slice", _freeze(v.start), _freeze(v.stop), _freeze(v.step))
+    if isinstance(v, torch.Tensor):
+        raise TypeError("tensors are not memo keys")
+    if isinstance(v, float):
+        return ("float", v)  # keep 1 and 1.0 apart (dtype promotion differs)
+    return v

@@ -1,0 +1,174 @@
+"""`rulelang.compile(model, rules, example_input=x)` and the explaining model it returns."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from ..errors import CompileError, RulelangError
+from ..graph.canonicalize import build_opgraph
+from ..graph.ir import OpGraph
+from ..graph.trace import LeafSpec, eval_mode, trace
+from ..lang import ast as A
+from . import prims
+from .checks import check_graph
+from .lower import Lowering
+from .match import Plan, match
+from .ops import inplace_free
+
+
+@dataclass
+class Explanation:
+    """What `Explainer.explain` returns: the model output, the attribution at the input, and (with `keep`) the
+    relevance at each node's output keyed by node name (a dict of streams for multi-stream rules)."""
+    output: torch.Tensor
+    attribution: torch.Tensor
+    relevances: dict[str, Any] = field(default_factory=dict)
+
+
+class Explainer(nn.Module):
+    """An explaining model: the forward pass plus the rule's relevance pass, built as torch.fx GraphModules.
+
+    It shares the model's modules and parameters (nothing is copied): changing the model's weights in place
+    after compiling is reflected in the next explanation. Moving the explainer (`.to("cuda")`, `.double()`)
+    moves those shared parameters, i.e. the model, too.
+    """
+
+    def __init__(self, graph: OpGraph, plan: Plan, rules: A.RuleFile) -> None:
+        super().__init__()
+        self.model = graph.gm
+        self.rules = rules
+        self.plan = plan
+        self._graph = graph
+        self.consts = nn.Module()
+        self._const_names: dict[str, str] = {}
+        for name, v in rules.params:
+            if isinstance(v, (list, tuple)):
+                self.consts.register_buffer(name, torch.tensor([float(t) for t in v]))
+                self._const_names[name] = f"consts.{name}"
+        self.inplace_free = nn.Module()
+        self._module_targets: dict[str, str] = {}
+        for n in graph.gm.graph.nodes:
+            if n.op == "call_module":
+                clone = inplace_free(graph.gm.get_submodule(n.target))
+                if clone is not None:
+                    attr = re.sub(r"\W", "_", str(n.target))
+                    self.inplace_free.add_module(attr, clone)
+                    self._module_targets[n.target] = f"inplace_free.{attr}"
+        self._built: dict[tuple, fx.GraphModule] = {}
+
+    # ------------------------------------------------------------------------------------------- building
+    def _apply(self, fn, recurse=True):  # type: ignore[override]
+        self._built.clear()  # graphs hold references to tensors that .to()/.double() replace
+        return super()._apply(fn, recurse)
+
+    def _build(self, mode: str, at: str | None, keep: bool) -> fx.GraphModule:
+        key = (mode, at, keep)
+        if key in self._built:
+            return self._built[key]
+        rf, og = self.rules, self._graph
+        lw = Lowering(og, self.plan, rf, self._const_names, self._module_targets)
+        em = lw.em
+        x = em.placeholder("x")
+        target = em.placeholder("target", None) if mode == "explain" else None
+        injected = em.placeholder("relevance") if mode == "propagate" else None
+        reference = em.placeholder("reference", None) if rf.reference else None
+        lw.forward("main", x)
+        if rf.reference:
+            lw.forward("ref", em.call(prims.reference_input, x, reference, rf.reference))
+        lw.forward_quantities()
+        y = lw.value(og.output)
+        if mode == "explain":
+            init_scope = lw.io_scope({"y": lambda: y, "target": lambda: em.call(prims.one_hot, y, target),
+                                      "y0": lambda: lw._ref(og.output)}, like=lambda: y, where="in `init:`")
+            seeds = {}
+            for s, block in rf.init:
+                v = init_scope.block(block)
+                seeds[(s, og.output)] = v if isinstance(v, fx.Node) else em.call(torch.full_like, y, float(v))
+        else:
+            op = og.op(at)  # type: ignore[arg-type]
+            seeds = {(s, op.out): injected for s in rf.streams}
+        at_input, kept = lw.relevance(seeds, keep)
+        final_scope = lw.io_scope({"x": lambda: x, "x0": lambda: lw._ref(og.input),
+                                   **{s: (lambda v=v: v) for s, v in at_input.items()}},
+                                  like=lambda: x, where="in `final:`")
+        attribution = final_scope.block(rf.final)
+        if not isinstance(attribution, fx.Node):
+            attribution = em.call(torch.full_like, x, float(attribution))
+        rel_out = {name: (r[rf.streams[0]] if len(rf.streams) == 1 else r) for name, r in kept.items()}
+        em.output({"output": y, "attribution": attribution, "relevances": rel_out})
+        gm = fx.GraphModule(self, em.graph, class_name=f"Explain_{mode}")
+        gm.graph.eliminate_dead_code()
+        gm.recompile()
+        self._built[key] = gm
+        return gm
+
+    # -------------------------------------------------------------------------------------------- running
+    def _run(self, gm: fx.GraphModule, *args: Any) -> dict[str, Any]:
+        with torch.no_grad(), eval_mode(self.model):
+            try:
+                return gm(*args)
+            except RulelangError:
+                raise
+            except ValueError as e:  # bad target etc. from the primitives
+                raise CompileError(f"cannot explain this input: {e}") from None
+
+    def forward(self, x: torch.Tensor, target: Any = None, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """The attribution for `x` (same shape); target: int, tensor of ints per sample, or None (argmax)."""
+        return self.explain(x, target, reference=reference).attribution
+
+    def explain(self, x: torch.Tensor, target: Any = None, keep: str | None = None,
+                reference: torch.Tensor | None = None) -> Explanation:
+        """Output, attribution and, with keep="all", the relevance at every node's output."""
+        gm = self._build("explain", None, keep == "all")
+        args = (x, target) + ((reference,) if self.rules.reference else ())
+        out = self._run(gm, *args)
+        return Explanation(out["output"], out["attribution"], out["relevances"])
+
+    def propagate(self, x: torch.Tensor, at: str, relevance: torch.Tensor, keep: str | None = None,
+                  reference: torch.Tensor | None = None) -> Explanation:
+        """Injects `relevance` at the output of node `at` and propagates it down to the input."""
+        try:
+            self._graph.op(at)
+        except KeyError as e:
+            raise CompileError(str(e.args[0])) from None
+        gm = self._build("propagate", at, keep == "all")
+        args = (x, relevance) + ((reference,) if self.rules.reference else ())
+        out = self._run(gm, *args)
+        return Explanation(out["output"], out["attribution"], out["relevances"])
+
+    @property
+    def code(self) -> str:
+        """The generated Python of the explaining graph."""
+        return self._build("explain", None, False).code
+
+    @property
+    def nodes(self) -> list[str]:
+        """Names of the model's ops, in execution order."""
+        return [op.name for op in self._graph.ops]
+
+
+def compile(model: nn.Module, rules: str | Path | A.RuleFile, example_input: torch.Tensor, *,
+            leaf_modules: LeafSpec = (), fold_batchnorm: bool = True, check: bool = True,
+            **params: Any) -> Explainer:
+    """Compiles `model` + a rule file (library name, path, or loaded RuleFile) into an `Explainer`.
+
+    `params` override the rule file's parameters. Fails closed when a node of the model matches no rule.
+    """
+    from ..lang.loader import load
+    if isinstance(rules, A.RuleFile):
+        rf = load(rules.path, **params) if params and rules.path else rules
+    else:
+        rf = load(rules, **params)
+    gm = trace(model, example_input, leaf_modules)
+    graph = build_opgraph(gm, fold_batchnorm=fold_batchnorm)
+    plan = match(graph, rf)
+    explainer = Explainer(graph, plan, rf)
+    if check:
+        check_graph(explainer, example_input)
+    return explainer

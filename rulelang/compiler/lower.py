@@ -1,0 +1,260 @@
+"""Lowering: model ops + matched rules -> one explaining fx graph.
+
+Graph layout: forward pass (and a reference pass when the rule file declares `reference:`), per-node forward
+quantities, the seed (`init:`) at the output or the injected relevance (`propagate`), the relevance pass in
+reverse topological order with relevance summed over consumers, and `final:` at the model input.
+"""
+from __future__ import annotations
+
+import operator
+from typing import Any, Callable
+
+import torch
+import torch.fx as fx
+
+from ..graph.ir import Op, OpGraph
+from ..lang import ast as A
+from ..lang.kinds import MULTI_INPUT
+from . import prims
+from .emitter import Emitter
+from .evaluate import Scope, error_at
+from .match import Plan
+from .ops import impl_for
+
+Value = Any
+
+
+class Lowering:
+    """Builds one graph; `part` selects which forward pass (`main` or `ref`) `value()` reads."""
+
+    def __init__(self, graph: OpGraph, plan: Plan, rf: A.RuleFile, consts: dict[str, str],
+                 module_targets: dict[str, str]) -> None:
+        self.og = graph
+        self.gm = graph.gm
+        self.plan = plan
+        self.rf = rf
+        self.em = Emitter()
+        self.envs: dict[str, dict[fx.Node, Value]] = {"main": {}, "ref": {}}
+        self.part = "main"
+        self._params: dict[str, dict[str, Value]] = {}
+        self._replays: dict[str, Any] = {}
+        self.fwdq: dict[tuple[fx.Node, str, str], Value] = {}
+        self.consts = consts                  # param name -> root attribute holding its tensor
+        self.module_targets = module_targets  # traced module path -> root attribute (in-place-free clones)
+        self.params = dict(rf.params)
+        self.defines = dict(rf.define)
+
+    # --------------------------------------------------------------------------------- helpers for ops.py
+    def value(self, n: fx.Node) -> Value:
+        return self.envs[self.part][n]
+
+    def input_value(self, op: Op, i: int) -> Value:
+        return self.value(op.inputs[i])
+
+    def module_target(self, node: fx.Node) -> str:
+        return self.module_targets.get(node.target, f"model.{node.target}")
+
+    def param(self, q: Any) -> Value:
+        if isinstance(q, str):
+            return self.em.get_attr(f"model.{q}")
+        if isinstance(q, fx.Node):
+            return self.value(q)
+        return q
+
+    def params_of(self, op: Op) -> dict[str, Value]:
+        if op.name not in self._params:
+            self._params[op.name] = impl_for(op).params(self, op)
+        return self._params[op.name]
+
+    def vjp_function(self, op: Op) -> tuple[prims.VjpOf, list[Value]]:
+        """The op's generic vjp (a graph target) and the current values of its argument nodes."""
+        order: list[fx.Node] = []
+        fx.node.map_arg((op.node.args, op.node.kwargs), order.append)
+        if op.name not in self._replays:
+            live = set(op.inputs)
+            positions = [k for k, n in enumerate(order) if n in live]
+            self._replays[op.name] = prims.VjpOf(op.name, _eager_call(self, op), positions)
+        return self._replays[op.name], [self.value(n) for n in order]
+
+    # ------------------------------------------------------------------------------------------- passes
+    def forward(self, part: str, x: Value) -> None:
+        self.part = part
+        env = self.envs[part]
+        by_out = self.og.by_out
+        for n in self.gm.graph.nodes:
+            if n.op == "placeholder":
+                env[n] = x
+            elif n.op == "output":
+                continue
+            elif n in by_out:
+                op = by_out[n]
+                self.em.op_name = op.name
+                env[n] = impl_for(op).forward(self, op)
+            elif n.op == "get_attr":
+                env[n] = self.em.get_attr(f"model.{n.target}")
+            else:
+                target = self.module_target(n) if n.op == "call_module" else n.target
+                env[n] = self.em.copy(n, lambda a: env[a], target=target)
+        self.em.op_name = None
+        self.part = "main"
+
+    def forward_quantities(self) -> None:
+        for op in self.og.ops:
+            rule = self.plan.rule_for(op)
+            for name, expr in rule.forward:
+                scope = self.node_scope(op, rule, None, relevance={})
+                self.fwdq[(op.out, name, "main")] = scope.eval(expr)
+
+    def relevance(self, seeds: dict[tuple[str, fx.Node], Value], keep: bool,
+                  stop_below: set[fx.Node] | None = None) -> tuple[dict[str, Value], dict[str, dict[str, Value]]]:
+        """Propagates stream relevances from `seeds` down to the input; returns it and the kept relevances."""
+        contrib: dict[tuple[str, fx.Node], list[Value]] = {k: [v] for k, v in seeds.items()}
+        kept: dict[str, dict[str, Value]] = {}
+        streams = self.rf.streams
+        for op in reversed(self.og.ops):
+            if not any((s, op.out) in contrib for s in streams):
+                continue
+            rel = {s: self._sum(contrib.pop((s, op.out), []), op.out) for s in streams}
+            if keep:
+                kept[op.name] = rel
+            rule = self.plan.rule_for(op)
+            self.em.op_name = op.name
+            for i, x in enumerate(op.inputs):
+                for s, block in rule.relevance:
+                    scope = self.node_scope(op, rule, i if op.kind in MULTI_INPUT or len(op.inputs) > 1 else None,
+                                            relevance=rel)
+                    r = scope.block(block)
+                    if isinstance(r, fx.Node):
+                        contrib.setdefault((s, x), []).append(r)
+        self.em.op_name = None
+        at_input = {s: self._sum(contrib.get((s, self.og.input), []), self.og.input) for s in streams}
+        return at_input, kept
+
+    def _sum(self, values: list[Value], like: fx.Node) -> Value:
+        if not values:
+            return self.em.call(torch.zeros_like, self.value(like))
+        total = values[0]
+        for v in values[1:]:
+            total = self.em.call(operator.add, total, v)
+        return total
+
+    # ------------------------------------------------------------------------------------------- scopes
+    def _param_thunks(self, like: Callable[[], Value]) -> dict[str, Callable[[], Value]]:
+        out: dict[str, Callable[[], Value]] = {}
+        for name, v in self.params.items():
+            if isinstance(v, (list, tuple)):
+                attr = self.consts[name]
+                out[name] = (lambda a=attr: self.em.call(prims.channel_param, self.em.get_attr(a), like()))
+            else:
+                out[name] = (lambda v=v: v)
+        return out
+
+    def _ref(self, n: fx.Node, node: A.Expr | None = None) -> Value:
+        if not self.envs["ref"]:
+            raise error_at(node, "`x0`/`y0` need a reference pass: add `reference: zeros` (or input) to the file")
+        return self.envs["ref"][n]
+
+    def node_scope(self, op: Op, rule: A.Rule, index: int | None, relevance: dict[str, Value]) -> Scope:
+        """Names for a body at `op`; `index` is the input the body computes relevance for (multi-input ops)."""
+        impl = impl_for(op)
+        xs = [self.value(n) for n in op.inputs]
+        i = index if index is not None else 0
+        where = f"for node {op.name} (kind {op.kind})"
+        em = self.em
+
+        def need_params(name: str) -> Callable[[], Value]:
+            def get() -> Value:
+                if not impl.parametric:
+                    raise error_at(_current(em), f"`{name}` is not defined {where}: only dense, conv and affine "
+                                                 "nodes have weights")
+                return self.params_of(op)[name]
+            return get
+
+        names: dict[str, Callable[[], Value]] = {
+            "x": (lambda: xs[i]), "y": (lambda: self.value(op.out)), "i": (lambda: i),
+            "w": need_params("w"), "b": need_params("b"),
+            "x0": (lambda: self._ref(op.inputs[i], _current(em))), "y0": (lambda: self._ref(op.out, _current(em))),
+            **self._param_thunks(lambda: xs[i]),
+        }
+        for s, v in relevance.items():
+            names[s] = (lambda v=v: v)
+        # `x[j]` indexes the inputs: give Index a list when the base is the bare name `x`
+        scope = Scope(em, names, self.defines, where=where, attr=lambda base, attr: self._fwd_attr(op, i, base, attr))
+
+        def layer(e: A.Call, sc: Scope) -> Value:
+            t = sc.eval(e.args[0])
+            kw = {k: sc.eval(v) for k, v in e.kwargs}
+            inputs = list(xs)
+            inputs[i] = t
+            return impl.layer(self, op, inputs, kw.get("w"), kw.get("b"))
+
+        def vjp(e: A.Call, sc: Scope) -> Value:
+            s = sc.eval(e.args[0])
+            kw = {k: sc.eval(v) for k, v in e.kwargs}
+            if not isinstance(s, fx.Node):
+                s = em.call(torch.full_like, self.value(op.out), float(s))
+            return impl.vjp(self, op, s, i, kw.get("w"), kw.get("b"))
+
+        scope.calls = {"layer": layer, "vjp": vjp}
+        orig_eval = scope._eval
+
+        def eval_with_inputs(e: A.Expr) -> Value:
+            if isinstance(e, A.Index) and isinstance(e.value, A.Name) and e.value.id == "x":
+                idx = scope.eval(e.index)
+                if not isinstance(idx, int) or not 0 <= idx < len(xs):
+                    raise error_at(e, f"input index {idx!r} out of range {where}: it has {len(xs)} input(s)")
+                return xs[idx]
+            if isinstance(e, A.Index) and isinstance(e.value, A.Name) and e.value.id == "x0":
+                idx = scope.eval(e.index)
+                return self._ref(op.inputs[idx], e)
+            return orig_eval(e)
+
+        scope._eval = eval_with_inputs  # type: ignore[method-assign]
+        return scope
+
+    def _fwd_attr(self, op: Op, i: int, base: A.Expr, attr: str) -> Value:
+        """`x.name` / `x[j].name`: a forward quantity of the op producing that input."""
+        if isinstance(base, A.Name) and base.id == "x":
+            src = op.inputs[i]
+        elif isinstance(base, A.Index) and isinstance(base.value, A.Name) and base.value.id == "x" \
+                and isinstance(base.index, A.Num):
+            src = op.inputs[int(base.index.value)]
+        else:
+            raise error_at(base, f"`.{attr}` reads a forward quantity of a node input: write `x.{attr}`")
+        key = (src, attr, "main")
+        if key not in self.fwdq:
+            raise error_at(base, f"the input of node {op.name} has no forward quantity `{attr}` (declare it under "
+                                 "`forward:` in the rule that matches the producing node)")
+        return self.fwdq[key]
+
+    def io_scope(self, names: dict[str, Callable[[], Value]], like: Callable[[], Value], where: str) -> Scope:
+        return Scope(self.em, {**self._param_thunks(like), **names}, self.defines, where=where)
+
+
+def _current(em: Emitter) -> Any:
+    class _P:
+        pos = em.pos
+    return _P()
+
+
+def _eager_call(lw: Lowering, op: Op) -> Callable[..., Any]:
+    """The op's original call as an eager function of its argument nodes' values (in-place forms avoided)."""
+    from ..graph.catalog import INPLACE_FUNCTIONS, INPLACE_METHODS
+    from .ops import inplace_free
+    node, gm, pick = op.node, lw.gm, op.pick
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        fn: Callable[..., Any] = inplace_free(module) or module
+    elif node.op == "call_function":
+        fn = INPLACE_FUNCTIONS.get(node.target, node.target)
+    else:
+        method = INPLACE_METHODS.get(node.target, node.target)
+        fn = (lambda self_, *a, **k: getattr(self_, method)(*a, **k))
+
+    def call(*values: Any) -> Any:
+        it = iter(values)
+        args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda _: next(it))
+        out = fn(*args, **kwargs)
+        return out[pick] if pick is not None else out
+
+    return call

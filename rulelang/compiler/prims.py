@@ -1,0 +1,169 @@
+"""Leaf functions the explaining graph calls: rule-language primitives that need run-time shapes or autograd.
+
+Each is a plain function of tensors, so the generated code reads `stab(z, 1e-06)` and torch.compile can
+trace it.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+
+
+def stab(z: torch.Tensor, eps: Any) -> torch.Tensor:
+    """z + eps * sign(z) with sign(0) = +1."""
+    return z + eps * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+
+
+def one_hot(y: torch.Tensor, target: Any) -> torch.Tensor:
+    """One-hot of the explained class per sample, shaped like `y` (N, K, ...); target None = argmax."""
+    n, k = y.shape[0], y.shape[1]
+    if target is None:
+        idx = y.reshape(n, k, -1).sum(-1).argmax(1)
+    elif isinstance(target, int):
+        idx = torch.full((n,), target, dtype=torch.long, device=y.device)
+    else:
+        idx = torch.as_tensor(target, device=y.device).long().reshape(-1)
+        if idx.numel() == 1 and n != 1:
+            idx = idx.expand(n)
+    if idx.shape[0] != n:
+        raise ValueError(f"target has {idx.shape[0]} entries for a batch of {n}")
+    if idx.device.type != "meta" and bool(((idx < 0) | (idx >= k)).any()):
+        raise ValueError(f"target class out of range: the model has {k} outputs")
+    shape = (n, k) + (1,) * (y.dim() - 2)
+    return torch.zeros((n, k), dtype=y.dtype, device=y.device).scatter_(1, idx[:, None], 1.0) \
+        .reshape(shape).expand_as(y)
+
+
+def _batch_dims(t: torch.Tensor) -> tuple[int, ...]:
+    return tuple(range(1, t.dim()))
+
+
+def per_sample_sum(t: torch.Tensor) -> torch.Tensor:
+    return t.sum(dim=_batch_dims(t), keepdim=True) if t.dim() > 1 else t
+
+
+def per_sample_mean(t: torch.Tensor) -> torch.Tensor:
+    return t.mean(dim=_batch_dims(t), keepdim=True) if t.dim() > 1 else t
+
+
+def per_sample_max(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(1).amax(1).reshape((-1,) + (1,) * (t.dim() - 1))
+
+
+def per_sample_min(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(1).amin(1).reshape((-1,) + (1,) * (t.dim() - 1))
+
+
+def percentile(t: torch.Tensor, q: Any) -> torch.Tensor:
+    """The q-th percentile (0..100) of each sample's entries, broadcasting back (linear interpolation)."""
+    flat = t.flatten(1)
+    qs = torch.as_tensor(float(q) / 100.0, dtype=flat.dtype, device=flat.device)
+    return torch.quantile(flat, qs, dim=1).reshape((-1,) + (1,) * (t.dim() - 1))
+
+
+def channel_param(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-channel parameter vector broadcast over dim 1 of `like` (N, C, ...)."""
+    if value.dim() == 0:
+        return value.to(like.dtype)
+    return value.to(like.dtype).reshape((1, -1) + (1,) * (like.dim() - 2))
+
+
+def bn_scale(weight: Any, var: torch.Tensor, eps: float) -> torch.Tensor:
+    """gamma / sqrt(var + eps) of an eval-mode BatchNorm (gamma = 1 without affine)."""
+    s = torch.rsqrt(var + eps)
+    return s * weight if weight is not None else s
+
+
+def fold_weight(w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Scales the output channels (dim 0) of a conv/linear weight."""
+    return w * scale.reshape((-1,) + (1,) * (w.dim() - 1))
+
+
+def fold_bias(b: Any, mean: torch.Tensor, scale: torch.Tensor, beta: Any) -> torch.Tensor:
+    out = ((b if b is not None else 0.0) - mean) * scale
+    return out + beta if beta is not None else out
+
+
+def affine(t: torch.Tensor, w: Any, b: Any) -> torch.Tensor:
+    """Per-channel scale and shift over dim 1 (an unfolded BatchNorm)."""
+    out = t * channel_param(w, t) if isinstance(w, torch.Tensor) else t * w
+    if isinstance(b, torch.Tensor):
+        return out + channel_param(b, t)
+    return out + b if b else out
+
+
+def conv_vjp(s: torch.Tensor, x: torch.Tensor, w: torch.Tensor, stride: Sequence[int], padding: Any,
+             dilation: Sequence[int], groups: int) -> torch.Tensor:
+    """Vector-Jacobian product of a convolution w.r.t. its input (the transposed convolution)."""
+    if isinstance(padding, str):  # 'same' / 'valid': explicit per-dim padding
+        padding = [0] * (w.dim() - 2) if padding == "valid" else \
+            [d * (k - 1) // 2 for d, k in zip(dilation, w.shape[2:])]
+    s = s.to(w.dtype)
+    return torch.ops.aten.convolution_backward(
+        s, x, w, None, list(stride), list(padding), list(dilation), False, [0] * (w.dim() - 2), groups,
+        [True, False, False])[0]
+
+
+def sum_to(s: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Undoes broadcasting: sums `s` down to the shape of `like`."""
+    if s.shape == like.shape:
+        return s
+    while s.dim() > like.dim():
+        s = s.sum(0)
+    dims = tuple(i for i, (a, b) in enumerate(zip(s.shape, like.shape)) if b == 1 and a != 1)
+    return s.sum(dims, keepdim=True) if dims else s
+
+
+class VjpOf:
+    """The vector-Jacobian product of one model op, by torch.func over a replay of its original call.
+
+    Called as `vjp_<node>(s, *argument_values)`; returns the cotangents of the activation arguments.
+    """
+
+    def __init__(self, name: str, fn: Callable[..., Any], positions: Sequence[int]) -> None:
+        self.__name__ = f"vjp_{name}"
+        self.__qualname__ = self.__name__
+        self.__module__ = "rulelang"
+        self.fn = fn
+        self.positions = tuple(positions)
+
+    def __call__(self, s: torch.Tensor, *values: Any) -> tuple:
+        return generic_vjp(self.fn, self.positions, s, *values)
+
+
+def generic_vjp(fn: Callable[..., Any], positions: Sequence[int], s: torch.Tensor, *values: Any) -> tuple:
+    """The vjp of `fn(*values)` w.r.t. the values at `positions` (torch.func; works under no_grad)."""
+    values = list(values)
+
+    def f(*acts: torch.Tensor) -> torch.Tensor:
+        full = list(values)
+        for p, a in zip(positions, acts):
+            full[p] = a
+        return fn(*full)
+
+    primals = [values[p] for p in positions]
+    with torch.enable_grad():
+        _, pullback = torch.func.vjp(f, *primals)
+        return pullback(s.to(primals[0].dtype) if primals[0].is_floating_point() else s)
+
+
+def reference_input(x: torch.Tensor, reference: Any, kind: str) -> torch.Tensor:
+    """The reference input x0 of `reference:` rules: zeros, the caller's tensor, or a blurred copy of x."""
+    if kind == "zeros":
+        return torch.zeros_like(x) if reference is None else reference.to(x.dtype).expand_as(x)
+    if kind == "input":
+        if reference is None:
+            raise ValueError("this rule needs a reference input: call explainer(x, target, reference=x0)")
+        return reference.to(x.dtype).expand_as(x)
+    if kind == "blur":
+        if reference is not None:
+            return reference.to(x.dtype).expand_as(x)
+        c = x.shape[1]
+        k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], dtype=x.dtype, device=x.device)
+        k2 = (k[:, None] * k[None, :]) / 256.0
+        out = x
+        for _ in range(4):
+            out = torch.nn.functional.conv2d(out, k2.expand(c, 1, 5, 5), padding=2, groups=c)
+        return out
+    raise ValueError(f"unknown reference kind {kind!r}")
