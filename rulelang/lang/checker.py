@@ -1,0 +1,327 @@
+"""Semantic checks of a loaded rule file: names, functions and arity, attributes, indexing, per-kind
+availability of `w`/`b`/`i`, use before assignment, and rules that can never match (warnings).
+
+Names visible in each context:
+
+| context    | names |
+|------------|-------|
+| rule body  | x, y, R (or the stream names), w/b (every matchable kind parametric), i and x[i] (some matchable kind multi-input), x0/y0 (with `reference:`), params, defines, fitted names (parametric kinds), earlier locals |
+| `default:` | as a rule body matching every kind (so no w/b; `x[i]` allowed) |
+| `forward:` | x, y, w/b, i, x0/y0, params, defines (no relevance, no `vjp`) |
+| `init:`    | y, target, y0, params, defines |
+| `final:`   | x (the model input), R or the stream names, x0, params, defines |
+
+A `define:` expression is checked where it is used: the names it reads must be visible there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import RuleError
+from . import kinds as K
+from .ast import Attr, Block, Call, Expr, Index, Name, Pos, Rule, RuleFile, Selector
+from .builtins import ELEMENTWISE_ATTRS, FUNCTIONS, NODE_FUNCTIONS, arity_text
+from .diagnostics import did_you_mean, error_at
+from .printer import format_selector
+from .selectors import covered_by, possible_kinds
+from .visit import children, walk
+
+_WB_HINT = ("`w` and `b` exist only when every op kind the selector can match is parametric "
+            "(dense, conv, affine); narrow it, e.g. `... & linear`")
+
+
+@dataclass
+class Scope:
+    context: str                                   # "rule", "forward", "init", "final"
+    names: set[str]
+    missing: dict[str, tuple[str, str | None]]     # known-but-unavailable name -> (message, hint)
+    index_ok: bool = False
+    wb_ok: bool = False
+    where: str = ""                                # "rules matching `relu`", "`init:`"
+
+
+@dataclass
+class _Checker:
+    rf: RuleFile
+    problems: list[RuleError] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        rf = self.rf
+        self.params = {k for k, _ in rf.params}
+        self.defines = dict(rf.define)
+        self.fits = {f.name for f in rf.fit}
+        self.forward_names = {n for r in self._all_rules() for n, _ in r.forward}
+        self.define_free: dict[str, list[Name]] = {}
+
+    def _all_rules(self) -> list[Rule]:
+        return list(self.rf.rules) + ([self.rf.default] if self.rf.default else [])
+
+    def err(self, pos: Pos | None, message: str, hint: str | None = None, severity: str = "error") -> None:
+        self.problems.append(error_at(pos, message, hint, severity=severity, path=self.rf.path))
+
+    # ---------------------------------------------------------------------------------------- scopes
+    def scope(self, context: str, match: Selector | None = None, is_default: bool = False) -> Scope:
+        rf = self.rf
+        kinds = possible_kinds(match) if (match is not None or is_default) else frozenset()
+        where = {"init": "`init:`", "final": "`final:`"}.get(context, "")
+        if context in ("rule", "forward"):
+            where = "the `default:` rule" if is_default else f"rules matching `{format_selector(match)}`"  # type: ignore[arg-type]
+        names = set(self.params) | set(self.defines)
+        missing: dict[str, tuple[str, str | None]] = {}
+        streams = set(rf.streams)
+        relevance = streams if context in ("rule", "final") else set()
+        names |= relevance
+        if "R" not in streams:
+            missing["R"] = (f"this file has streams {', '.join(f'`{s}`' for s in rf.streams)}: read them "
+                            "by name, not as `R`", None)
+        for s in streams - relevance:
+            missing[s] = (f"relevance `{s}` is not available in {where}",
+                          None if context != "forward" else "`forward:` runs in the forward pass")
+        wb_ok = bool(kinds) and kinds <= K.PARAMETRIC and context in ("rule", "forward")
+        index_ok = bool(kinds & K.MULTI_INPUT) and context in ("rule", "forward")
+        base = {"rule": {"x", "y"}, "forward": {"x", "y"}, "init": {"y", "target"}, "final": {"x"}}[context]
+        names |= base
+        for n in ("x", "y"):
+            if n not in base:
+                missing[n] = (f"`{n}` is not available in {where}",
+                              "`init:` sees y, target, y0, parameters and definitions" if context == "init"
+                              else "`final:` sees x (the model input), the relevance, x0, parameters, definitions")
+        if context != "init":
+            missing["target"] = ("`target` is only available in `init:`", None)
+        for n in ("w", "b"):
+            if wb_ok:
+                names.add(n)
+            elif context in ("rule", "forward"):
+                missing[n] = (f"`{n}` is not defined for {where}", _WB_HINT)
+            else:
+                missing[n] = (f"`{n}` is not available in {where}", None)
+        if index_ok:
+            names.add("i")
+        else:
+            missing["i"] = (f"`i` is not defined for {where}",
+                            "`i` and `x[i]` are for multi-input ops (add, mul, cat, matmul)")
+        for n, visible in (("x0", context != "init"), ("y0", context in ("rule", "forward", "init"))):
+            if rf.reference is None:
+                missing[n] = (f"`{n}` needs a reference pass", "declare `reference: zeros` (or `input`, `blur`)")
+            elif visible:
+                names.add(n)
+            else:
+                missing[n] = (f"`{n}` is not available in {where}", None)
+        for f in self.fits:
+            if wb_ok:
+                names.add(f)
+            else:
+                missing[f] = (f"fitted `{f}` is not defined for {where or 'this context'}", _WB_HINT)
+        return Scope(context, names, missing, index_ok, wb_ok, where)
+
+    # ----------------------------------------------------------------------------------- expressions
+    def name(self, n: Name, scope: Scope, local: set[str], later: dict[str, Pos | None]) -> None:
+        if n.id in local:
+            return
+        if n.id in self.defines and n.id in scope.names:
+            for inner in self.define_free.get(n.id, []):
+                if inner.id not in scope.names:
+                    msg, _ = scope.missing.get(inner.id, (f"unknown name `{inner.id}`", None))
+                    self.err(n.pos, f"definition `{n.id}` reads `{inner.id}`: {msg}",
+                             f"`{inner.id}` is read at line {inner.pos.line}" if inner.pos else None)
+                    return
+            return
+        if n.id in scope.names:
+            return
+        if n.id in later:
+            p = later[n.id]
+            self.err(n.pos, f"`{n.id}` is used before it is assigned",
+                     f"it is assigned at line {p.line}" if p else None)
+        elif n.id in scope.missing:
+            msg, hint = scope.missing[n.id]
+            self.err(n.pos, msg, hint)
+        else:
+            self.err(n.pos, f"unknown name `{n.id}`", did_you_mean(n.id, scope.names | local))
+
+    def expr(self, e: Expr, scope: Scope, local: set[str] = frozenset(),  # type: ignore[assignment]
+             later: dict[str, Pos | None] | None = None) -> None:
+        later = later or {}
+        if isinstance(e, Name):
+            self.name(e, scope, local, later)
+            return
+        if isinstance(e, Call):
+            self.call(e, scope)
+        elif isinstance(e, Attr):
+            self.attr(e, scope)
+        elif isinstance(e, Index):
+            if not (isinstance(e.value, Name) and e.value.id in ("x", "x0")):
+                self.err(e.pos, "only `x` and `x0` can be indexed (`x[i]`: input i of a multi-input op)")
+            elif not scope.index_ok and e.value.id in scope.names:
+                self.err(e.pos, f"`{e.value.id}[...]` is not defined for {scope.where or 'this context'}",
+                         "`x[i]` is for multi-input ops (add, mul, cat, matmul)")
+        for c in children(e):
+            self.expr(c, scope, local, later)
+
+    def call(self, e: Call, scope: Scope) -> None:
+        sig = FUNCTIONS.get(e.func)
+        if sig is None:
+            self.err(e.pos, f"unknown function `{e.func}`", did_you_mean(e.func, FUNCTIONS))
+            return
+        contexts = NODE_FUNCTIONS.get(e.func)
+        if contexts is not None and scope.context not in contexts:
+            self.err(e.pos, f"`{e.func}` is not available in {scope.where or 'this context'}",
+                     f"`{e.func}` applies the node's op; it is used in "
+                     + (" and ".join(f"`{c}:`" if c != "rule" else "rule bodies" for c in contexts)))
+            return
+        if not sig.min_args <= len(e.args) <= sig.max_args:
+            self.err(e.pos, f"`{e.func}` takes {arity_text(sig)}, got {len(e.args)}", f"usage: {sig.usage}")
+        kw = dict(e.kwargs)
+        for k in kw:
+            if k not in sig.keywords:
+                self.err(e.pos, f"`{e.func}` has no keyword `{k}`",
+                         did_you_mean(k, sig.keywords) or f"usage: {sig.usage}")
+        if e.func in ("layer", "vjp") and kw and not scope.wb_ok:
+            self.err(e.pos, f"`{e.func}(..., {next(iter(kw))}=...)` is not defined for {scope.where}", _WB_HINT)
+        if e.func == "clamp":
+            if len(e.args) >= 2 and "min" in kw or len(e.args) == 3 and "max" in kw:
+                self.err(e.pos, "`clamp` bound given both by position and by keyword", f"usage: {sig.usage}")
+            elif len(e.args) == 1 and not kw:
+                self.err(e.pos, "`clamp` needs a bound", f"usage: {sig.usage}")
+
+    def attr(self, e: Attr, scope: Scope) -> None:
+        if e.attr in ELEMENTWISE_ATTRS:
+            return
+        pos = e.pos
+        if pos is not None and pos.end_line is not None and pos.end_col is not None:
+            pos = Pos(pos.end_line, pos.end_col - len(e.attr), pos.path)
+        base = e.value.value if isinstance(e.value, Index) else e.value
+        if e.attr in self.forward_names:
+            if not (isinstance(base, Name) and base.id == "x"):
+                self.err(pos, f"forward quantity `.{e.attr}` can only be read from `x` or `x[i]`")
+            return
+        hint = did_you_mean(e.attr, set(ELEMENTWISE_ATTRS) | self.forward_names) or (
+            "attributes are `.pos`, `.neg`, `.abs`, and forward quantities declared under a rule's `forward:`")
+        self.err(pos, f"unknown attribute `.{e.attr}`", hint)
+
+    def block(self, b: Block, scope: Scope) -> None:
+        local: set[str] = set()
+        later: dict[str, Pos | None] = {}
+        for a in b.assigns:
+            later.setdefault(a.name, a.pos)
+        used: set[str] = set()
+        for k, a in enumerate(b.assigns):
+            if a.name in ("x", "y", "R", "w", "b", "i", "x0", "y0", "target") or a.name in self.rf.streams:
+                self.err(a.pos, f"cannot assign to the built-in name `{a.name}`", "choose another name")
+            pending = {n: p for n, p in later.items() if n not in local}
+            self.expr(a.value, scope, local, pending)
+            used |= {n.id for n in walk(a.value) if isinstance(n, Name)}
+            local.add(a.name)
+        self.expr(b.result, scope, local, {})
+        used |= {n.id for n in walk(b.result) if isinstance(n, Name)}
+        for a in b.assigns:
+            if a.name not in used:
+                self.err(a.pos, f"local `{a.name}` is never used", None, severity="warning")
+
+    # ---------------------------------------------------------------------------------------- file
+    def defines_(self) -> None:
+        """Check each definition's syntax-level names, detect cycles, compute the names it reads."""
+        everything = Scope("rule", set(self.params) | set(self.defines) | set(self.fits) | set(self.rf.streams)
+                           | {"x", "y", "R", "w", "b", "i", "target"}
+                           | ({"x0", "y0"} if self.rf.reference else set()), {}, True, True, "a definition")
+        if self.rf.reference is None:
+            everything.missing = {n: (f"`{n}` needs a reference pass", "declare `reference: zeros`")
+                                  for n in ("x0", "y0")}
+        for name, e in self.rf.define:
+            self.expr(e, everything)
+        state: dict[str, int] = {}
+
+        def free(name: str) -> list[Name]:
+            if state.get(name) == 2:
+                return self.define_free[name]
+            if state.get(name) == 1:
+                self.err(self.defines[name].pos, f"definition `{name}` refers to itself")
+                return []
+            state[name] = 1
+            out: list[Name] = []
+            for n in walk(self.defines[name]):
+                if isinstance(n, Name):
+                    out += free(n.id) if n.id in self.defines and n.id not in self.params else [n]
+            state[name] = 2
+            self.define_free[name] = out
+            return out
+
+        for name in self.defines:
+            free(name)
+        for name in self.defines:
+            if name in self.params or name in self.fits:
+                self.err(self.defines[name].pos, f"`{name}` is both a definition and a parameter or fitted name")
+
+    def rules(self) -> None:
+        earlier: list[Selector] = []
+        for r in self.rf.rules:
+            self.rule(r)
+            assert r.match is not None
+            if not possible_kinds(r.match):
+                self.err(r.match.pos, f"this rule can never match: `{format_selector(r.match)}` selects no op "
+                         "kind", None, severity="warning")
+            elif earlier and covered_by(r.match, earlier):
+                self.err(r.match.pos, "this rule can never match: earlier rules already match every node it "
+                         "selects", "rules are tried in order; move it up or narrow the earlier selectors",
+                         severity="warning")
+            earlier.append(r.match)
+        if self.rf.default is not None:
+            self.rule(self.rf.default, is_default=True)
+
+    def rule(self, r: Rule, is_default: bool = False) -> None:
+        scope = self.scope("rule", r.match, is_default)
+        for _, b in r.relevance:
+            self.block(b, scope)
+        fscope = self.scope("forward", r.match, is_default)
+        for _, e in r.forward:
+            self.expr(e, fscope)
+
+    def run(self) -> list[RuleError]:
+        self.defines_()
+        for f in self.rf.fit:
+            if f.name in self.params:
+                self.err(f.pos, f"fitted `{f.name}` has the name of a parameter")
+        for s in self.rf.streams:
+            if s in self.params or s in self.defines:
+                self.err(None, f"stream `{s}` has the name of a parameter or definition")
+        init = self.scope("init")
+        for _, b in self.rf.init:
+            self.block(b, init)
+        self.block(self.rf.final, self.scope("final"))
+        self.rules()
+        return self.problems
+
+
+def check(rf: RuleFile) -> list[RuleError]:
+    """Every semantic error and warning of a loaded file (`severity` says which), in the order found."""
+    return _Checker(rf).run()
+
+
+def warnings(rf: RuleFile) -> list[RuleError]:
+    return [p for p in check(rf) if p.severity == "warning"]
+
+
+def check_path(name_or_path: str | Path, **params: Any) -> tuple[RuleFile | None, list[RuleError]]:
+    """Load and check a file, collecting problems instead of raising (for `rulelang check`)."""
+    from .loader import load_unchecked
+
+    try:
+        rf = load_unchecked(name_or_path, **params)
+    except RuleError as e:
+        return None, [e]
+    problems = check(rf)
+    return (None if any(p.severity == "error" for p in problems) else rf), problems
+
+
+def check_file(path: str | Path, **params: Any) -> RuleFile:
+    """Load and check a file; raise its first error (warnings: `warnings(rf)`)."""
+    rf, problems = check_path(path, **params)
+    for p in problems:
+        if p.severity == "error":
+            raise p
+    assert rf is not None
+    return rf
+
+
+__all__ = ["check", "check_file", "check_path", "warnings", "Scope"]
