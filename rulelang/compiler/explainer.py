@@ -60,6 +60,7 @@ class Explainer(nn.Module):
                     attr = re.sub(r"\W", "_", str(n.target))
                     self.inplace_free.add_module(attr, clone)
                     self._module_targets[n.target] = f"inplace_free.{attr}"
+        self.fitted = nn.Module()  # statistics from `fit:` (buffers named <fitname>__<node>)
         self._built: dict[tuple, fx.GraphModule] = {}
 
     # ------------------------------------------------------------------------------------------- building
@@ -72,9 +73,13 @@ class Explainer(nn.Module):
         if key in self._built:
             return self._built[key]
         rf, og = self.rules, self._graph
-        lw = Lowering(og, self.plan, rf, self._const_names, self._module_targets)
+        if mode in ("explain", "propagate"):
+            self._require_fitted()
+        lw = Lowering(og, self.plan, rf, self._const_names, self._module_targets, self._fitted_names())
         em = lw.em
         x = em.placeholder("x")
+        if mode in ("params", "acts"):
+            return self._finish(key, lw, self._build_inspection(mode, lw, x, at))
         target = em.placeholder("target", None) if mode == "explain" else None
         injected = em.placeholder("relevance") if mode == "propagate" else None
         reference = em.placeholder("reference", None) if rf.reference else None
@@ -102,11 +107,93 @@ class Explainer(nn.Module):
             attribution = em.call(torch.full_like, x, float(attribution))
         rel_out = {name: (r[rf.streams[0]] if len(rf.streams) == 1 else r) for name, r in kept.items()}
         em.output({"output": y, "attribution": attribution, "relevances": rel_out})
-        gm = fx.GraphModule(self, em.graph, class_name=f"Explain_{mode}")
+        return self._finish(key, lw, mode)
+
+    def _finish(self, key: tuple, lw: Lowering, mode: str) -> fx.GraphModule:
+        gm = fx.GraphModule(self, lw.em.graph, class_name=f"Explain_{mode}")
         gm.graph.eliminate_dead_code()
         gm.recompile()
         self._built[key] = gm
         return gm
+
+    def _build_inspection(self, mode: str, lw: Lowering, x: fx.Node, names: Any) -> str:
+        """Graphs for fitting: the (possibly folded) parameters, or each op's input and output activations."""
+        ops = [self._graph.op(n) for n in names]
+        if mode == "params":
+            lw.envs["main"][self._graph.input] = x
+            lw.em.output({op.name: {k: v for k, v in lw.params_of(op).items()} for op in ops})
+        else:
+            lw.forward("main", x)
+            lw.em.output({op.name: (lw.value(op.inputs[0]), lw.value(op.out)) for op in ops})
+        return mode
+
+    # -------------------------------------------------------------------------------------------- fitting
+    def fit_targets(self) -> list[tuple[A.Fit, Any]]:
+        """(fit spec, op) pairs: every dense/conv op each `fit:` entry applies to."""
+        from .match import selector_matches
+        out = []
+        for spec in self.rules.fit:
+            for op in self._graph.ops:
+                if op.kind in ("dense", "conv") and (spec.match is None and op.kind in ("dense", "conv")
+                                                     or spec.match is not None and selector_matches(spec.match, op)):
+                    out.append((spec, op))
+        return out
+
+    def _fitted_names(self) -> dict[tuple[str, str], str]:
+        return {tuple(k.split("__", 1)): f"fitted.{k}" for k, _ in self.fitted.named_buffers()}  # type: ignore
+
+    def _require_fitted(self) -> None:
+        have = self._fitted_names()
+        missing = [f"{spec.name} at {op.name}" for spec, op in self.fit_targets() if (spec.name, op.name) not in have]
+        if missing:
+            raise RulelangError(f"rule file {self.rules.name!r} needs statistics fitted from data "
+                                f"({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}): run "
+                                "rulelang.fit(explainer, data) first, or compile with fitted=PATH")
+
+    def set_fitted(self, fitted: dict[tuple[str, str], torch.Tensor]) -> None:
+        """Installs fitted statistics {(name, node): tensor} (shapes checked against the node's weight)."""
+        targets = {(spec.name, op.name) for spec, op in self.fit_targets()}
+        unknown = sorted(f"{a}/{b}" for a, b in set(fitted) - targets)
+        if unknown:
+            raise RulelangError(f"fitted statistics do not fit this model and rule file: unknown {unknown[:4]}")
+        for (name, node), value in fitted.items():
+            self.fitted.register_buffer(f"{name}__{node}", value.detach().clone())
+        self._built.clear()
+
+    def save_fitted(self, path: str | Path) -> None:
+        """Saves the fitted statistics (load them with `compile(..., fitted=path)` or `load_fitted`)."""
+        from .fitting import save_fitted
+        save_fitted({tuple(k.split("__", 1)): v for k, v in self.fitted.named_buffers()},  # type: ignore[misc]
+                    self.rules.name, path)
+
+    def load_fitted(self, path: str | Path) -> None:
+        from .fitting import load_fitted
+        self.set_fitted(load_fitted(path))
+
+    def _eager_params(self, names: list[str]) -> dict[str, dict[str, torch.Tensor]]:
+        gm = self._build("params", tuple(names), False)
+        with torch.no_grad():
+            out = gm(torch.empty(0))
+        return {n: {k: (v if isinstance(v, torch.Tensor) else torch.tensor(v)) for k, v in d.items()}
+                for n, d in out.items()}
+
+    def _activations(self, x: torch.Tensor, names: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        gm = self._build("acts", tuple(names), False)
+        with torch.no_grad(), eval_mode(self.model):
+            return gm(x)
+
+    def _hyper(self, op: Any) -> dict[str, Any]:
+        from .ops import Linear
+        lw = Lowering(self._graph, self.plan, self.rules, self._const_names, self._module_targets, {})
+        h = dict(Linear().hyper(lw, op))
+        if op.kind == "conv":
+            w = self.model.get_submodule(op.node.target).weight if op.node.op == "call_module" else None
+            h["kernel"] = tuple(w.shape[2:]) if w is not None else None
+        return h
+
+    def _followed_by_relu(self) -> dict[str, bool]:
+        users = self._graph.consumers()
+        return {op.name: any(u.kind == "relu" for u in users.get(op.out, [])) for op in self._graph.ops}
 
     # -------------------------------------------------------------------------------------------- running
     def _run(self, gm: fx.GraphModule, *args: Any) -> dict[str, Any]:
@@ -155,10 +242,11 @@ class Explainer(nn.Module):
 
 def compile(model: nn.Module, rules: str | Path | A.RuleFile, example_input: torch.Tensor, *,
             leaf_modules: LeafSpec = (), fold_batchnorm: bool = True, check: bool = True,
-            **params: Any) -> Explainer:
+            fitted: str | Path | dict | None = None, **params: Any) -> Explainer:
     """Compiles `model` + a rule file (library name, path, or loaded RuleFile) into an `Explainer`.
 
-    `params` override the rule file's parameters. Fails closed when a node of the model matches no rule.
+    `params` override the rule file's parameters; `fitted` loads statistics saved by `save_fitted` (rules
+    with `fit:`; otherwise run `rulelang.fit`). Fails closed when a node of the model matches no rule.
     """
     from ..lang.loader import load
     if isinstance(rules, A.RuleFile):
@@ -169,6 +257,11 @@ def compile(model: nn.Module, rules: str | Path | A.RuleFile, example_input: tor
     graph = build_opgraph(gm, fold_batchnorm=fold_batchnorm)
     plan = match(graph, rf)
     explainer = Explainer(graph, plan, rf)
-    if check:
+    if fitted is not None:
+        if isinstance(fitted, dict):
+            explainer.set_fitted(fitted)
+        else:
+            explainer.load_fitted(fitted)
+    if check and not (rf.fit and fitted is None):
         check_graph(explainer, example_input)
     return explainer

@@ -28,7 +28,7 @@ class Lowering:
     """Builds one graph; `part` selects which forward pass (`main` or `ref`) `value()` reads."""
 
     def __init__(self, graph: OpGraph, plan: Plan, rf: A.RuleFile, consts: dict[str, str],
-                 module_targets: dict[str, str]) -> None:
+                 module_targets: dict[str, str], fitted: dict[tuple[str, str], str] | None = None) -> None:
         self.og = graph
         self.gm = graph.gm
         self.plan = plan
@@ -43,6 +43,7 @@ class Lowering:
         self.module_targets = module_targets  # traced module path -> root attribute (in-place-free clones)
         self.params = dict(rf.params)
         self.defines = dict(rf.define)
+        self.fitted = fitted or {}                # (fit name, op name) -> root attribute
 
     # --------------------------------------------------------------------------------- helpers for ops.py
     def value(self, n: fx.Node) -> Value:
@@ -178,6 +179,10 @@ class Lowering:
         }
         for s, v in relevance.items():
             names[s] = (lambda v=v: v)
+        for spec in self.rf.fit:
+            attr = self.fitted.get((spec.name, op.name))
+            names[spec.name] = (lambda a=attr, n=spec.name: self.em.get_attr(a) if a else _raise(
+                error_at(_current(em), f"`{n}` was not fitted {where}: its `fit:` entry does not cover this node")))
         # `x[j]` indexes the inputs: give Index a list when the base is the bare name `x`
         scope = Scope(em, names, self.defines, where=where, attr=lambda base, attr: self._fwd_attr(op, i, base, attr))
 
@@ -229,6 +234,10 @@ class Lowering:
 
     def io_scope(self, names: dict[str, Callable[[], Value]], like: Callable[[], Value], where: str) -> Scope:
         return Scope(self.em, {**self._param_thunks(like), **names}, self.defines, where=where)
+
+
+def _raise(e: Exception) -> Any:
+    raise e
 
 
 def _current(em: Emitter) -> Any:
