@@ -33,6 +33,7 @@ class Emitter:
         self._memo: dict[Any, fx.Node] = {}
         self.pos: Pos | None = None      # position of the rule-file expression being lowered
         self.op_name: str | None = None  # model op being lowered
+        self.nonneg: set[fx.Node] = set()  # sign facts: values known to be >= 0 (ReLU outputs, x.pos, ...)
 
     def placeholder(self, name: str, default: Any = _NO) -> fx.Node:
         if default is _NO:
@@ -106,7 +107,7 @@ def _is_const(v: Any, c: float) -> bool:
 
 
 def _simplify(fn: Callable[..., Any], args: tuple) -> Any:
-    """Algebraic identities that keep the generated code small: x+0, x-0, x*1, x/1."""
+    """Algebraic identities that keep the generated code small: x+0, x-0, x*1, x/1, x*0, 0/x."""
     if len(args) != 2:
         return _NO
     a, b = args
@@ -117,11 +118,17 @@ def _simplify(fn: Callable[..., Any], args: tuple) -> Any:
             return b
     if fn is operator.sub and _is_const(b, 0):
         return a
+    if fn is operator.sub and _is_const(a, 0) and isinstance(b, fx.Node):
+        return _NO
     if fn is operator.mul:
         if _is_const(b, 1):
             return a
         if _is_const(a, 1):
             return b
+        if _is_const(a, 0) or _is_const(b, 0):
+            return 0.0  # a term the sign facts proved zero: dropped (broadcasting restores shapes)
+    if fn is operator.truediv and _is_const(a, 0):
+        return 0.0
     if fn is operator.truediv and _is_const(b, 1):
         return a
     return _NO

@@ -123,11 +123,16 @@ class Scope:
         em = self.em
         if not isinstance(v, fx.Node):
             return {"pos": max(v, 0), "neg": min(v, 0), "abs": abs(v)}[part]
+        if v in em.nonneg:  # sign facts: x.neg after a ReLU is zero, x.pos is x
+            return 0.0 if part == "neg" else v
         if part == "pos":
-            return em.call(torch.clamp, v, min=0)
-        if part == "neg":
+            out = em.call(torch.clamp, v, min=0)
+        elif part == "neg":
             return em.call(torch.clamp, v, max=0)
-        return em.call(torch.abs, v)
+        else:
+            out = em.call(torch.abs, v)
+        em.nonneg.add(out)
+        return out
 
     def _call(self, e: A.Call) -> Value:
         em, f = self.em, e.func

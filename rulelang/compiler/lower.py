@@ -23,6 +23,9 @@ from .ops import impl_for
 
 Value = Any
 
+#: kinds whose output is non-negative when all their activation inputs are
+_KEEPS_SIGN = frozenset({"maxpool", "avgpool", "reshape", "cat", "dropout", "identity", "add"})
+
 
 class Lowering:
     """Builds one graph; `part` selects which forward pass (`main` or `ref`) `value()` reads."""
@@ -91,6 +94,9 @@ class Lowering:
                 op = by_out[n]
                 self.em.op_name = op.name
                 env[n] = impl_for(op).forward(self, op)
+                if op.kind == "relu" or (op.kind in _KEEPS_SIGN and isinstance(env[n], fx.Node)
+                                         and all(env[i] in self.em.nonneg for i in op.inputs)):
+                    self.em.nonneg.add(env[n])
             elif n.op == "get_attr":
                 env[n] = self.em.get_attr(f"model.{n.target}")
             else:
@@ -125,8 +131,11 @@ class Lowering:
                     scope = self.node_scope(op, rule, i if op.kind in MULTI_INPUT or len(op.inputs) > 1 else None,
                                             relevance=rel)
                     r = scope.block(block)
-                    if isinstance(r, fx.Node):
-                        contrib.setdefault((s, x), []).append(r)
+                    if not isinstance(r, fx.Node):
+                        if r == 0:
+                            continue  # proved zero: this consumer sends x no relevance
+                        r = self.em.call(torch.full_like, self.value(x), float(r))
+                    contrib.setdefault((s, x), []).append(r)
         self.em.op_name = None
         at_input = {s: self._sum(contrib.get((s, self.og.input), []), self.og.input) for s in streams}
         return at_input, kept
@@ -189,6 +198,11 @@ class Lowering:
         def layer(e: A.Call, sc: Scope) -> Value:
             t = sc.eval(e.args[0])
             kw = {k: sc.eval(v) for k, v in e.kwargs}
+            b = kw.get("b")
+            if not isinstance(t, fx.Node):
+                if t == 0 and impl.parametric and b is not None and not isinstance(b, fx.Node) and b == 0:
+                    return 0.0  # a linear map of zero without bias
+                t = em.call(torch.full_like, xs[i], float(t))
             inputs = list(xs)
             inputs[i] = t
             return impl.layer(self, op, inputs, kw.get("w"), kw.get("b"))
@@ -197,6 +211,8 @@ class Lowering:
             s = sc.eval(e.args[0])
             kw = {k: sc.eval(v) for k, v in e.kwargs}
             if not isinstance(s, fx.Node):
+                if s == 0:
+                    return 0.0
                 s = em.call(torch.full_like, self.value(op.out), float(s))
             return impl.vjp(self, op, s, i, kw.get("w"), kw.get("b"))
 

@@ -10,8 +10,10 @@ from typing import Any, Callable, Sequence
 import torch
 
 
-def stab(z: torch.Tensor, eps: Any) -> torch.Tensor:
+def stab(z: Any, eps: Any) -> Any:
     """z + eps * sign(z) with sign(0) = +1."""
+    if not isinstance(z, torch.Tensor):
+        return z + eps if z >= 0 else z - eps
     return z + eps * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
 
 
