@@ -42,6 +42,7 @@ class Lowering:
         self._params: dict[str, dict[str, Value]] = {}
         self._replays: dict[str, Any] = {}
         self.fwdq: dict[tuple[fx.Node, str, str], Value] = {}
+        self.aux: dict[tuple[str, str], Value] = {}   # (part, op) -> extra forward results (max-pool switches)
         self.consts = consts                  # param name -> root attribute holding its tensor
         self.module_targets = module_targets  # traced module path -> root attribute (in-place-free clones)
         self.params = dict(rf.params)
@@ -203,6 +204,8 @@ class Lowering:
                 if t == 0 and impl.parametric and b is not None and not isinstance(b, fx.Node) and b == 0:
                     return 0.0  # a linear map of zero without bias
                 t = em.call(torch.full_like, xs[i], float(t))
+            if t is xs[i] and kw.get("w") is None and b is None and op.pick is None:
+                return self.value(op.out)  # the op's own forward output: computed once, in the forward pass
             inputs = list(xs)
             inputs[i] = t
             return impl.layer(self, op, inputs, kw.get("w"), kw.get("b"))

@@ -195,9 +195,86 @@ class Affine(Generic):
         return lw.em.call(prims.affine, s, lw.params_of(op)["w"] if w is None else w, 0.0)
 
 
+class MaxPool2d(Generic):
+    """2-d max-pooling: the forward pass keeps its switches, the vjp routes through them."""
+
+    @staticmethod
+    def hyper(lw: "Lowering", op: Op) -> dict[str, Any] | None:
+        node = op.node
+        if op.pick is not None:
+            return None
+        if node.op == "call_module":
+            m = _module(lw, node)
+            if not isinstance(m, torch.nn.MaxPool2d) or m.return_indices:
+                return None
+            h = dict(kernel=m.kernel_size, stride=m.stride, padding=m.padding, dilation=m.dilation,
+                     ceil_mode=m.ceil_mode)
+        elif node.op == "call_function" and node.target is F.max_pool2d:
+            kw = node.normalized_arguments(lw.gm, normalize_to_only_use_kwargs=True).kwargs
+            if kw.get("return_indices"):
+                return None
+            h = dict(kernel=kw["kernel_size"], stride=kw.get("stride") or kw["kernel_size"],
+                     padding=kw.get("padding", 0), dilation=kw.get("dilation", 1), ceil_mode=kw.get("ceil_mode", False))
+        else:
+            return None
+        if h["stride"] is None:
+            h["stride"] = h["kernel"]
+        return {k: (prims.pair(v) if k != "ceil_mode" else v) for k, v in h.items()}
+
+    def forward(self, lw, op):
+        h = self.hyper(lw, op)
+        if h is None:
+            return super().forward(lw, op)
+        both = lw.em.call(prims.max_pool2d_indices, lw.value(op.inputs[0]), h["kernel"], h["stride"],
+                          h["padding"], h["dilation"], h["ceil_mode"])
+        lw.aux[(lw.part, op.name)] = lw.em.call(operator.getitem, both, 1)
+        return lw.em.call(operator.getitem, both, 0)
+
+    def vjp(self, lw, op, s, index, w=None, b=None):
+        h = self.hyper(lw, op)
+        if h is None:
+            return super().vjp(lw, op, s, index)
+        return lw.em.call(prims.max_pool2d_vjp, s, lw.input_value(op, 0), lw.aux[(lw.part, op.name)],
+                          h["kernel"], h["stride"], h["padding"], h["dilation"], h["ceil_mode"])
+
+
+class AvgPool(Generic):
+    """2-d (adaptive) average pooling: the vjp is aten's pooling backward."""
+
+    def vjp(self, lw, op, s, index, w=None, b=None):
+        node = op.node
+        x = lw.input_value(op, 0)
+        if op.pick is None and node.op == "call_module":
+            m = _module(lw, node)
+            if isinstance(m, torch.nn.AdaptiveAvgPool2d):
+                return lw.em.call(prims.adaptive_avg_pool2d_vjp, s, x)
+            if isinstance(m, torch.nn.AvgPool2d):
+                return lw.em.call(prims.avg_pool2d_vjp, s, x, m.kernel_size, m.stride or m.kernel_size, m.padding,
+                                  m.ceil_mode, m.count_include_pad, m.divisor_override)
+        if op.pick is None and node.op == "call_function" and node.target is F.adaptive_avg_pool2d:
+            return lw.em.call(prims.adaptive_avg_pool2d_vjp, s, x)
+        return super().vjp(lw, op, s, index)
+
+
+_RESHAPES = {("call_method", "view"), ("call_method", "reshape"), ("call_method", "flatten"),
+             ("call_function", torch.flatten), ("call_function", torch.reshape)}
+
+
+class Reshape(Generic):
+    """view/reshape/flatten: the vjp reshapes back; other routing ops use the generic vjp."""
+
+    def vjp(self, lw, op, s, index, w=None, b=None):
+        node = op.node
+        if op.pick is None and ((node.op, node.target) in _RESHAPES or (
+                node.op == "call_module" and isinstance(_module(lw, node), torch.nn.Flatten))):
+            return lw.em.method("reshape_as", s, lw.input_value(op, 0))
+        return super().vjp(lw, op, s, index)
+
+
 _GENERIC = Generic()
 IMPLS: dict[str, Generic] = {"relu": Relu(), "dropout": Passthrough(), "identity": Passthrough(), "add": Add(),
-                             "conv": Linear(), "dense": Linear(), "affine": Affine()}
+                             "conv": Linear(), "dense": Linear(), "affine": Affine(), "maxpool": MaxPool2d(),
+                             "avgpool": AvgPool(), "reshape": Reshape()}
 
 
 def impl_for(op: Op) -> Generic:

@@ -169,3 +169,31 @@ def reference_input(x: torch.Tensor, reference: Any, kind: str) -> torch.Tensor:
             out = torch.nn.functional.conv2d(out, k2.expand(c, 1, 5, 5), padding=2, groups=c)
         return out
     raise ValueError(f"unknown reference kind {kind!r}")
+
+
+def pair(v: Any) -> tuple[int, int]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # type: ignore[return-value]
+
+
+def max_pool2d_indices(x: torch.Tensor, kernel: Any, stride: Any, padding: Any, dilation: Any,
+                       ceil_mode: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Max-pooling that also returns its switches (for a direct vjp)."""
+    return torch.nn.functional.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode=ceil_mode,
+                                          return_indices=True)
+
+
+def max_pool2d_vjp(s: torch.Tensor, x: torch.Tensor, indices: torch.Tensor, kernel: Any, stride: Any,
+                   padding: Any, dilation: Any, ceil_mode: bool) -> torch.Tensor:
+    """Routes `s` through the max-pool switches."""
+    return torch.ops.aten.max_pool2d_with_indices_backward(
+        s.to(x.dtype), x, pair(kernel), pair(stride), pair(padding), pair(dilation), ceil_mode, indices)
+
+
+def adaptive_avg_pool2d_vjp(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return torch.ops.aten._adaptive_avg_pool2d_backward(s.to(x.dtype).contiguous(), x)
+
+
+def avg_pool2d_vjp(s: torch.Tensor, x: torch.Tensor, kernel: Any, stride: Any, padding: Any, ceil_mode: bool,
+                   count_include_pad: bool, divisor_override: Any) -> torch.Tensor:
+    return torch.ops.aten.avg_pool2d_backward(s.to(x.dtype), x, pair(kernel), pair(stride), pair(padding),
+                                              ceil_mode, count_include_pad, divisor_override)
