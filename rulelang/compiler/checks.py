@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.fx as fx
 
-from ..errors import CompileError, RuleError, RulelangError
+from ..errors import CompileError, RulelangError
+from .evaluate import error_at
 
 if TYPE_CHECKING:
     from .explainer import Explainer
@@ -26,15 +27,7 @@ class _Checker(fx.Interpreter):
             op = n.meta.get("rule_op")
             msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             if pos is not None:
-                source = None
-                if pos.path:
-                    try:
-                        with open(pos.path, encoding="utf-8") as f:
-                            source = f.read().splitlines()[pos.line - 1]
-                    except (OSError, IndexError):
-                        pass
-                raise RuleError(f"shape error at node {op}: {msg}", path=pos.path, line=pos.line, col=pos.col,
-                                source_line=source) from None
+                raise error_at(pos, f"shape error at node {op}: {msg}") from None
             raise CompileError(f"the model cannot be run on the example input at node {n.name}: {msg}") from None
 
 

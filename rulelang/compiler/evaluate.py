@@ -9,6 +9,7 @@ import torch.fx as fx
 
 from ..errors import RuleError
 from ..lang import ast as A
+from ..lang.diagnostics import error_at as _error_at
 from . import prims
 from .emitter import Emitter
 
@@ -29,16 +30,9 @@ _UNARY_FUNCS: dict[str, Callable[..., Any]] = {
 
 
 def error_at(node: Any, message: str, hint: str | None = None) -> RuleError:
-    pos: A.Pos | None = getattr(node, "pos", None)
-    source = None
-    if pos and pos.path:
-        try:
-            with open(pos.path, encoding="utf-8") as f:
-                source = f.read().splitlines()[pos.line - 1]
-        except (OSError, IndexError):
-            source = None
-    return RuleError(message, path=pos.path if pos else None, line=pos.line if pos else None,
-                     col=pos.col if pos else None, source_line=source, hint=hint)
+    """A RuleError at the rule-file position of an AST node (or of a bare `Pos`)."""
+    pos = node if isinstance(node, A.Pos) else getattr(node, "pos", None)
+    return _error_at(pos, message, hint)
 
 
 class Scope:

@@ -259,10 +259,9 @@ def _raise(e: Exception) -> Any:
     raise e
 
 
-def _current(em: Emitter) -> Any:
-    class _P:
-        pos = em.pos
-    return _P()
+def _current(em: Emitter) -> A.Pos | None:
+    """The position of the expression being lowered (for errors raised by lazily computed names)."""
+    return em.pos
 
 
 def _eager_call(lw: Lowering, op: Op) -> Callable[..., Any]:
