@@ -35,18 +35,27 @@ class _NoMeta(Exception):
     """An op without a meta kernel: the check cannot run on meta tensors."""
 
 
+def _meta_state(gm: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: torch.empty_like(v, device="meta") for k, v in
+            list(gm.named_parameters(remove_duplicate=False)) + list(gm.named_buffers(remove_duplicate=False))}
+
+
 def check_graph(explainer: "Explainer", example_input: torch.Tensor) -> None:
     """Builds the explain graph and runs it on meta tensors (skipped where an op has no meta kernel)."""
-    gm = explainer._build("explain", None, False)
-    state = {k: torch.empty_like(v, device="meta") for k, v in
-             list(gm.named_parameters(remove_duplicate=False)) + list(gm.named_buffers(remove_duplicate=False))}
+    key = ("explain", None, False)
+    gm = explainer._build(*key)
+    cache = explainer._caches.get(key)
     x = torch.empty_like(example_input, device="meta")
     args: list[Any] = [x, None]
     if explainer.rules.reference:
         args.append(torch.empty_like(example_input, device="meta") if explainer.rules.reference == "input"
                     else None)
     try:
-        with torch.nn.utils.stateless._reparametrize_module(gm, state), torch.no_grad():
-            _Checker(gm).run(*args)
+        with torch.no_grad():
+            if cache is not None:
+                with torch.nn.utils.stateless._reparametrize_module(cache.derive, _meta_state(cache.derive)):
+                    args.extend(_Checker(cache.derive).run())
+            with torch.nn.utils.stateless._reparametrize_module(gm, _meta_state(gm)):
+                _Checker(gm).run(*args)
     except _NoMeta:
         return

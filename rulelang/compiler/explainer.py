@@ -17,6 +17,7 @@ from ..graph.trace import LeafSpec, eval_mode, trace
 from ..lang import ast as A
 from . import prims
 from .checks import check_graph
+from .hoist import ParameterCache, split_static
 from .lower import Lowering
 from .match import Plan, match
 from .ops import inplace_free
@@ -39,8 +40,9 @@ class Explainer(nn.Module):
     moves those shared parameters, i.e. the model, too.
     """
 
-    def __init__(self, graph: OpGraph, plan: Plan, rules: A.RuleFile) -> None:
+    def __init__(self, graph: OpGraph, plan: Plan, rules: A.RuleFile, cache_parameters: bool = False) -> None:
         super().__init__()
+        self.cache_parameters = cache_parameters
         self.model = graph.gm
         self.rules = rules
         self.plan = plan
@@ -62,11 +64,18 @@ class Explainer(nn.Module):
                     self._module_targets[n.target] = f"inplace_free.{attr}"
         self.fitted = nn.Module()  # statistics from `fit:` (buffers named <fitname>__<node>)
         self._built: dict[tuple, fx.GraphModule] = {}
+        self._caches: dict[tuple, ParameterCache] = {}
 
     # ------------------------------------------------------------------------------------------- building
     def _apply(self, fn, recurse=True):  # type: ignore[override]
-        self._built.clear()  # graphs hold references to tensors that .to()/.double() replace
+        self.refresh()  # graphs hold references to tensors that .to()/.double() replace
         return super()._apply(fn, recurse)
+
+    def refresh(self) -> None:
+        """Forgets built graphs and cached derived parameters (needed only after replacing a module of the
+        model, or, with cache_parameters=True, after editing weights in place through `.data`)."""
+        self._built.clear()
+        self._caches.clear()
 
     def _build(self, mode: str, at: str | None, keep: bool) -> fx.GraphModule:
         key = (mode, at, keep)
@@ -113,8 +122,16 @@ class Explainer(nn.Module):
         gm = fx.GraphModule(self, lw.em.graph, class_name=f"Explain_{mode}")
         gm.graph.eliminate_dead_code()
         gm.recompile()
+        if self.cache_parameters and mode in ("explain", "propagate"):
+            derive, names = split_static(gm, self)
+            if derive is not None:
+                self._caches[key] = ParameterCache(derive, names)
         self._built[key] = gm
         return gm
+
+    def _hoisted(self, key: tuple) -> dict[str, Any]:
+        cache = self._caches.get(key)
+        return cache.values() if cache is not None else {}
 
     def _build_inspection(self, mode: str, lw: Lowering, x: fx.Node, names: Any) -> str:
         """Graphs for fitting: the (possibly folded) parameters, or each op's input and output activations."""
@@ -158,7 +175,7 @@ class Explainer(nn.Module):
             raise RulelangError(f"fitted statistics do not fit this model and rule file: unknown {unknown[:4]}")
         for (name, node), value in fitted.items():
             self.fitted.register_buffer(f"{name}__{node}", value.detach().clone())
-        self._built.clear()
+        self.refresh()
 
     def save_fitted(self, path: str | Path) -> None:
         """Saves the fitted statistics (load them with `compile(..., fitted=path)` or `load_fitted`)."""
@@ -196,10 +213,10 @@ class Explainer(nn.Module):
         return {op.name: any(u.kind == "relu" for u in users.get(op.out, [])) for op in self._graph.ops}
 
     # -------------------------------------------------------------------------------------------- running
-    def _run(self, gm: fx.GraphModule, *args: Any) -> dict[str, Any]:
+    def _run(self, gm: fx.GraphModule, *args: Any, key: tuple = ()) -> dict[str, Any]:
         with torch.no_grad(), eval_mode(self.model):
             try:
-                return gm(*args)
+                return gm(*args, **self._hoisted(key))
             except RulelangError:
                 raise
             except ValueError as e:  # bad target etc. from the primitives
@@ -212,9 +229,10 @@ class Explainer(nn.Module):
     def explain(self, x: torch.Tensor, target: Any = None, keep: str | None = None,
                 reference: torch.Tensor | None = None) -> Explanation:
         """Output, attribution and, with keep="all", the relevance at every node's output."""
-        gm = self._build("explain", None, keep == "all")
+        key = ("explain", None, keep == "all")
+        gm = self._build(*key)
         args = (x, target) + ((reference,) if self.rules.reference else ())
-        out = self._run(gm, *args)
+        out = self._run(gm, *args, key=key)
         return Explanation(out["output"], out["attribution"], out["relevances"])
 
     def propagate(self, x: torch.Tensor, at: str, relevance: torch.Tensor, keep: str | None = None,
@@ -224,15 +242,20 @@ class Explainer(nn.Module):
             self._graph.op(at)
         except KeyError as e:
             raise CompileError(str(e.args[0])) from None
-        gm = self._build("propagate", at, keep == "all")
+        key = ("propagate", at, keep == "all")
+        gm = self._build(*key)
         args = (x, relevance) + ((reference,) if self.rules.reference else ())
-        out = self._run(gm, *args)
+        out = self._run(gm, *args, key=key)
         return Explanation(out["output"], out["attribution"], out["relevances"])
 
     @property
     def code(self) -> str:
-        """The generated Python of the explaining graph."""
-        return self._build("explain", None, False).code
+        """The generated Python of the explaining graph (and of its hoisted parameter computations)."""
+        key = ("explain", None, False)
+        code = self._build(*key).code
+        if key in self._caches:
+            code = "# computed once per parameter change:" + self._caches[key].derive.code + code
+        return code
 
     @property
     def nodes(self) -> list[str]:
@@ -242,11 +265,14 @@ class Explainer(nn.Module):
 
 def compile(model: nn.Module, rules: str | Path | A.RuleFile, example_input: torch.Tensor, *,
             leaf_modules: LeafSpec = (), fold_batchnorm: bool = True, check: bool = True,
-            fitted: str | Path | dict | None = None, **params: Any) -> Explainer:
+            fitted: str | Path | dict | None = None, cache_parameters: bool = False, **params: Any) -> Explainer:
     """Compiles `model` + a rule file (library name, path, or loaded RuleFile) into an `Explainer`.
 
     `params` override the rule file's parameters; `fitted` loads statistics saved by `save_fitted` (rules
-    with `fit:`; otherwise run `rulelang.fit`). Fails closed when a node of the model matches no rule.
+    with `fit:`; otherwise run `rulelang.fit`). `cache_parameters=True` computes tensors derived from the
+    weights alone (w.pos, folded BatchNorm, ...) once, and again only when a parameter's storage or version
+    changes (in-place edits through `.data` are invisible to versions: call `explainer.refresh()` then).
+    Fails closed when a node of the model matches no rule.
     """
     from ..lang.loader import load
     if isinstance(rules, A.RuleFile):
@@ -256,7 +282,7 @@ def compile(model: nn.Module, rules: str | Path | A.RuleFile, example_input: tor
     gm = trace(model, example_input, leaf_modules)
     graph = build_opgraph(gm, fold_batchnorm=fold_batchnorm)
     plan = match(graph, rf)
-    explainer = Explainer(graph, plan, rf)
+    explainer = Explainer(graph, plan, rf, cache_parameters=cache_parameters)
     if fitted is not None:
         if isinstance(fitted, dict):
             explainer.set_fitted(fitted)

@@ -212,3 +212,23 @@ def test_torch_compile() -> None:
     explainer = rulelang.compile(model, "lrp-epsilon", example_input=x)
     compiled = torch.compile(explainer, backend="aot_eager")
     assert torch.allclose(compiled(x, target=1), explainer(x, target=1), atol=1e-6)
+
+
+@pytest.mark.parametrize("rule", ["lrp-zplus", "lrp-alpha2-beta1", "lrp-epsilon-plus-flat"])
+def test_cached_parameters_agree_and_follow_weight_changes(rule) -> None:
+    torch.manual_seed(6)
+    model = randomize_bn(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+                                       nn.Flatten(), nn.Linear(4 * 7 * 7, 3))).double().eval()
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    plain = rulelang.compile(model, rule, example_input=x)
+    assert "bn_scale" in plain.code  # the folded BatchNorm is among what gets hoisted
+    cached = rulelang.compile(model, rule, example_input=x, cache_parameters=True)
+    assert "computed once per parameter change" in cached.code
+    assert torch.allclose(cached(x, target=1), plain(x, target=1), atol=1e-12)
+    weight = [p for p in model.parameters() if p.dim() > 1][-1]
+    with torch.no_grad():
+        weight.mul_(-1.5)  # bumps the version counter: the cache notices
+    assert torch.allclose(cached(x, target=1), plain(x, target=1), atol=1e-12)
+    weight.data.mul_(0.5)  # invisible to version counters: documented, refresh() picks it up
+    cached.refresh()
+    assert torch.allclose(cached(x, target=1), plain(x, target=1), atol=1e-12)
