@@ -24,20 +24,9 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.f
 
 
 def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Random biases and BatchNorm statistics on top of torchvision's seeded default init (as the rule oracles
-    in tests/rules do), so that bias and BN handling are exercised and logits are not all ~0."""
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and m.bias is not None:
-                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(0.5 + torch.rand(n, generator=g))
-                m.bias.copy_(0.1 * torch.randn(n, generator=g))
-                m.running_mean.copy_(0.1 * torch.randn(n, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(n, generator=g))
-    return model
+    """Random biases and BatchNorm statistics (as the rule oracles in tests/rules use)."""
+    from rulelang.testing.models import randomize_
+    return randomize_(model, seed)
 
 
 def build_model(name: str, seed: int = 0, randomized: bool = True) -> torch.nn.Module:

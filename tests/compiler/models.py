@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rulelang.testing.models import randomize_
+
 
 class FunctionalNet(nn.Module):
     """Uses only functional ops, `+=`, torch.cat, slicing, x.view and one ReLU module called twice."""
@@ -43,14 +45,5 @@ class SmallCNN(nn.Sequential):
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BatchNorm statistics, so that folding them is actually tested."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            with torch.no_grad():
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                if m.affine:
-                    m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                    m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    return model
+    """Non-trivial BatchNorm statistics and biases, so that folding them is actually tested."""
+    return randomize_(model, seed)

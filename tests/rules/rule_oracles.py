@@ -26,18 +26,8 @@ DTYPE = torch.float64
 # ------------------------------------------------------------------------------------------------------ models
 def _randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     """Random biases and BN statistics on top of torchvision's seeded default init."""
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and m.bias is not None:
-                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(0.5 + torch.rand(n, generator=g))
-                m.bias.copy_(0.1 * torch.randn(n, generator=g))
-                m.running_mean.copy_(0.1 * torch.randn(n, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(n, generator=g))
-    return model
+    from rulelang.testing.models import randomize_
+    return randomize_(model, seed)
 
 
 def vgg16(seed: int = 0, classes: int = 10) -> torch.nn.Module:
