@@ -23,6 +23,8 @@ _LAZY: dict[str, str] = {
     "builtin_data": "rulelang.data:builtin_data",
     "sample_images": "rulelang.data:sample_images",
     "heatmap": "rulelang.analysis.heatmap:heatmap",
+    "smoothgrad": "rulelang.compiler.wrappers:smoothgrad",
+    "integrated": "rulelang.compiler.wrappers:integrated",
 }
 
 __all__ = ["CompileError", "ModelError", "RuleError", "RulelangError", "__version__", *_LAZY]
