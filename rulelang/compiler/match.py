@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fnmatch
+from pathlib import Path
 from dataclasses import dataclass
 
 from ..errors import CompileError
@@ -48,14 +49,15 @@ class Plan:
         self._by_op = {r.op.name: r.rule for r in self.rows}
 
     def __str__(self) -> str:
-        head = ("node", "kind", "target", "rule", "rule line")
+        head = ("node", "kind", "target", "rule", "file:line")
         body = []
         for r in self.rows:
             label = "default" if r.rule_index is None else f"rules[{r.rule_index}]"
             if r.rule.match is not None:
                 from ..lang.printer import format_selector
                 label += f" {format_selector(r.rule.match)}"
-            line = str(r.rule.pos.line) if r.rule.pos else "-"
+            pos = r.rule.pos
+            line = f"{Path(pos.path).name if pos.path else ''}:{pos.line}" if pos else "-"
             body.append((r.op.name, r.op.kind, r.op.target, label, line))
         widths = [max(len(str(row[i])) for row in [head, *body]) for i in range(len(head))]
         fmt = "  ".join("{:<%d}" % w for w in widths)
