@@ -40,7 +40,8 @@ class Scope:
 
     def __init__(self, em: Emitter, names: dict[str, Thunk], defines: dict[str, A.Expr],
                  calls: dict[str, Callable[..., Value]] | None = None, where: str = "",
-                 attr: Callable[[A.Expr, str], Value] | None = None) -> None:
+                 attr: Callable[[A.Expr, str], Value] | None = None,
+                 inputs: dict[str, Callable[[int, A.Expr], Value]] | None = None) -> None:
         self.em = em
         self._thunks = names
         self._defines = defines
@@ -48,6 +49,7 @@ class Scope:
         self.calls = calls or {}
         self.where = where
         self.attr_hook = attr
+        self.inputs = inputs or {}  # `x[j]`, `x0[j]`: the j-th input of a multi-input node
 
     def lookup(self, name: str, node: A.Expr) -> Value:
         if name in self._values:
@@ -102,13 +104,9 @@ class Scope:
                 raise error_at(e, f"unknown attribute `.{e.attr}` {self.where}".rstrip())
             return self.attr_hook(e.value, e.attr)
         if isinstance(e, A.Index):
-            base = self.eval(e.value)
-            idx = self.eval(e.index)
-            if isinstance(base, (list, tuple)):
-                if not isinstance(idx, int) or not -len(base) <= idx < len(base):
-                    raise error_at(e, f"input index {idx!r} out of range: this node has {len(base)} input(s)")
-                return base[idx]
-            return em.call(operator.getitem, base, idx)
+            if isinstance(e.value, A.Name) and e.value.id in self.inputs:
+                return self.inputs[e.value.id](self.eval(e.index), e)
+            return em.call(operator.getitem, self.eval(e.value), self.eval(e.index))
         if isinstance(e, A.Call):
             return self._call(e)
         raise error_at(e, f"cannot evaluate {type(e).__name__}")

@@ -14,7 +14,6 @@ import torch.fx as fx
 
 from ..graph.ir import Op, OpGraph
 from ..lang import ast as A
-from ..lang.kinds import MULTI_INPUT
 from . import prims
 from .emitter import Emitter
 from .evaluate import Scope, error_at
@@ -110,7 +109,7 @@ class Lowering:
         for op in self.og.ops:
             rule = self.plan.rule_for(op)
             for name, expr in rule.forward:
-                scope = self.node_scope(op, rule, None, relevance={})
+                scope = self.node_scope(op, rule, 0, relevance={})
                 self.fwdq[(op.out, name, "main")] = scope.eval(expr)
 
     def relevance(self, seeds: dict[tuple[str, fx.Node], Value], keep: bool,
@@ -129,8 +128,7 @@ class Lowering:
             self.em.op_name = op.name
             for i, x in enumerate(op.inputs):
                 for s, block in rule.relevance:
-                    scope = self.node_scope(op, rule, i if op.kind in MULTI_INPUT or len(op.inputs) > 1 else None,
-                                            relevance=rel)
+                    scope = self.node_scope(op, rule, i, relevance=rel)
                     r = scope.block(block)
                     if not isinstance(r, fx.Node):
                         if r == 0:
@@ -165,11 +163,10 @@ class Lowering:
             raise error_at(node, "`x0`/`y0` need a reference pass: add `reference: zeros` (or input) to the file")
         return self.envs["ref"][n]
 
-    def node_scope(self, op: Op, rule: A.Rule, index: int | None, relevance: dict[str, Value]) -> Scope:
-        """Names for a body at `op`; `index` is the input the body computes relevance for (multi-input ops)."""
+    def node_scope(self, op: Op, rule: A.Rule, i: int, relevance: dict[str, Value]) -> Scope:
+        """Names for a body at `op`; `i` is the input the body computes relevance for (multi-input ops)."""
         impl = impl_for(op)
         xs = [self.value(n) for n in op.inputs]
-        i = index if index is not None else 0
         where = f"for node {op.name} (kind {op.kind})"
         em = self.em
 
@@ -193,8 +190,14 @@ class Lowering:
             attr = self.fitted.get((spec.name, op.name))
             names[spec.name] = (lambda a=attr, n=spec.name: self.em.get_attr(a) if a else _raise(
                 error_at(_current(em), f"`{n}` was not fitted {where}: its `fit:` entry does not cover this node")))
-        # `x[j]` indexes the inputs: give Index a list when the base is the bare name `x`
-        scope = Scope(em, names, self.defines, where=where, attr=lambda base, attr: self._fwd_attr(op, i, base, attr))
+        def input_at(j: Any, e: A.Expr) -> int:
+            if not isinstance(j, int) or not 0 <= j < len(xs):
+                raise error_at(e, f"input index {j!r} out of range {where}: it has {len(xs)} input(s)")
+            return j
+
+        scope = Scope(em, names, self.defines, where=where, attr=lambda base, attr: self._fwd_attr(op, i, base, attr),
+                      inputs={"x": lambda j, e: xs[input_at(j, e)],
+                              "x0": lambda j, e: self._ref(op.inputs[input_at(j, e)], e)})
 
         def layer(e: A.Call, sc: Scope) -> Value:
             t = sc.eval(e.args[0])
@@ -220,20 +223,6 @@ class Lowering:
             return impl.vjp(self, op, s, i, kw.get("w"), kw.get("b"))
 
         scope.calls = {"layer": layer, "vjp": vjp}
-        orig_eval = scope._eval
-
-        def eval_with_inputs(e: A.Expr) -> Value:
-            if isinstance(e, A.Index) and isinstance(e.value, A.Name) and e.value.id == "x":
-                idx = scope.eval(e.index)
-                if not isinstance(idx, int) or not 0 <= idx < len(xs):
-                    raise error_at(e, f"input index {idx!r} out of range {where}: it has {len(xs)} input(s)")
-                return xs[idx]
-            if isinstance(e, A.Index) and isinstance(e.value, A.Name) and e.value.id == "x0":
-                idx = scope.eval(e.index)
-                return self._ref(op.inputs[idx], e)
-            return orig_eval(e)
-
-        scope._eval = eval_with_inputs  # type: ignore[method-assign]
         return scope
 
     def _fwd_attr(self, op: Op, i: int, base: A.Expr, attr: str) -> Value:
