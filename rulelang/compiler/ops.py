@@ -24,6 +24,16 @@ if TYPE_CHECKING:
 Value = Any
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+_LINEAR_ARGS = ("input", "weight", "bias")
+_MAXPOOL_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+
+
+def _call_arguments(node: fx.Node, names: tuple[str, ...]) -> dict[str, Any]:
+    """A functional call's arguments by name (F.conv2d & co. have overloads that fx cannot normalise)."""
+    kw = dict(zip(names, node.args))
+    kw.update(node.kwargs)
+    return kw
 
 
 def _module(lw: "Lowering", node: fx.Node) -> torch.nn.Module:
@@ -119,7 +129,7 @@ class Linear(Generic):
                 h.update(stride=tuple(m.stride), padding=m.padding if isinstance(m.padding, str) else tuple(m.padding),
                          dilation=tuple(m.dilation), groups=m.groups, dim=m.weight.dim() - 2)
             return h
-        kw = node.normalized_arguments(lw.gm, normalize_to_only_use_kwargs=True).kwargs
+        kw = _call_arguments(node, _CONV_ARGS if op.kind == "conv" else _LINEAR_ARGS)
         h = {"weight": kw["weight"], "bias": kw.get("bias")}
         if op.kind == "conv":
             w = kw["weight"]
@@ -210,7 +220,7 @@ class MaxPool2d(Generic):
             h = dict(kernel=m.kernel_size, stride=m.stride, padding=m.padding, dilation=m.dilation,
                      ceil_mode=m.ceil_mode)
         elif node.op == "call_function" and node.target is F.max_pool2d:
-            kw = node.normalized_arguments(lw.gm, normalize_to_only_use_kwargs=True).kwargs
+            kw = _call_arguments(node, _MAXPOOL_ARGS)
             if kw.get("return_indices"):
                 return None
             h = dict(kernel=kw["kernel_size"], stride=kw.get("stride") or kw["kernel_size"],
