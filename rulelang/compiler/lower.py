@@ -199,9 +199,16 @@ class Lowering:
                       inputs={"x": lambda j, e: xs[input_at(j, e)],
                               "x0": lambda j, e: self._ref(op.inputs[input_at(j, e)], e)})
 
+        def substitutions(e: A.Call, sc: Scope) -> dict[str, Value]:
+            kw = {k: sc.eval(v) for k, v in e.kwargs}
+            if kw and not impl.parametric:
+                raise error_at(e, f"`{e.func}(..., {', '.join(f'{k}=' for k in kw)})` substitutes weights, but "
+                                  f"node {op.name} (kind {op.kind}) has none: only dense, conv and affine nodes do")
+            return kw
+
         def layer(e: A.Call, sc: Scope) -> Value:
             t = sc.eval(e.args[0])
-            kw = {k: sc.eval(v) for k, v in e.kwargs}
+            kw = substitutions(e, sc)
             b = kw.get("b")
             if not isinstance(t, fx.Node):
                 if t == 0 and impl.parametric and b is not None and not isinstance(b, fx.Node) and b == 0:
@@ -215,7 +222,7 @@ class Lowering:
 
         def vjp(e: A.Call, sc: Scope) -> Value:
             s = sc.eval(e.args[0])
-            kw = {k: sc.eval(v) for k, v in e.kwargs}
+            kw = substitutions(e, sc)
             if not isinstance(s, fx.Node):
                 if s == 0:
                     return 0.0

@@ -232,3 +232,12 @@ def test_cached_parameters_agree_and_follow_weight_changes(rule) -> None:
     weight.data.mul_(0.5)  # invisible to version counters: documented, refresh() picks it up
     cached.refresh()
     assert torch.allclose(cached(x, target=1), plain(x, target=1), atol=1e-12)
+
+
+def test_weight_substitution_on_a_node_without_weights_is_an_error(tmp_path: Path) -> None:
+    rule = tmp_path / "subst.yaml"
+    rule.write_text("rulelang: 1\nsummary: layer(w=) on a name-selected relu\ndefault: vjp(R)\nrules:\n"
+                    "  - match: name(\"_1\")\n    relevance: vjp(R, w=2)\n")
+    with pytest.raises(RuleError) as err:
+        rulelang.compile(SmallCNN().eval(), str(rule), example_input=torch.randn(1, 3, 16, 16))
+    assert err.value.line == 6 and "parametric" in str(err.value)  # caught by the checker, before lowering
