@@ -241,3 +241,19 @@ def test_weight_substitution_on_a_node_without_weights_is_an_error(tmp_path: Pat
     with pytest.raises(RuleError) as err:
         rulelang.compile(SmallCNN().eval(), str(rule), example_input=torch.randn(1, 3, 16, 16))
     assert err.value.line == 6 and "parametric" in str(err.value)  # caught by the checker, before lowering
+
+
+def test_moving_the_explainer_rebuilds_its_graphs() -> None:
+    """`.to(...)`/`.double()` replace tensors the built graphs refer to: the explainer rebuilds them (the same
+    path `.to("cuda")` takes; the shared model moves with it, as documented)."""
+    torch.manual_seed(7)
+    model = randomize_bn(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                                       nn.Linear(4 * 14 * 14, 3))).eval()
+    x = torch.randn(2, 3, 16, 16)
+    explainer = rulelang.compile(model, "lrp-zplus", example_input=x, cache_parameters=True)
+    a32 = explainer(x, target=1)
+    explainer.double()
+    assert next(model.parameters()).dtype == torch.float64
+    a64 = explainer(x.double(), target=1)
+    assert a64.dtype == torch.float64
+    assert torch.allclose(a64.float(), a32, rtol=1e-4, atol=1e-6)
