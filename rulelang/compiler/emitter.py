@@ -118,8 +118,6 @@ def _simplify(fn: Callable[..., Any], args: tuple) -> Any:
             return b
     if fn is operator.sub and _is_const(b, 0):
         return a
-    if fn is operator.sub and _is_const(a, 0) and isinstance(b, fx.Node):
-        return _NO
     if fn is operator.mul:
         if _is_const(b, 1):
             return a
