@@ -53,6 +53,16 @@ class Emitter:
         except TypeError:
             return None
 
+    def _node(self, op: str, target: Any, args: tuple, kwargs: dict, name: str | None = None) -> fx.Node:
+        """A new node, or the existing one computing the same op on the same arguments (CSE)."""
+        key = self._key(op, target, args, kwargs)
+        if key is not None and key in self._memo:
+            return self._memo[key]
+        node = self._tag(self.graph.create_node(op, target, tuple(args), dict(kwargs), name=name))
+        if key is not None:
+            self._memo[key] = node
+        return node
+
     def call(self, fn: Callable[..., Any], *args: Value, **kwargs: Value) -> Value:
         """`fn(*args, **kwargs)` as a graph node; folded when every argument is a Python constant."""
         if fn in _FOLD and not kwargs and all(not isinstance(a, fx.Node) for a in args):
@@ -60,42 +70,19 @@ class Emitter:
         simplified = _simplify(fn, args)
         if simplified is not _NO:
             return simplified
-        key = self._key("f", fn, args, kwargs)
-        if key is not None and key in self._memo:
-            return self._memo[key]
-        node = self._tag(self.graph.call_function(fn, tuple(args), dict(kwargs)))
-        if key is not None:
-            self._memo[key] = node
-        return node
+        return self._node("call_function", fn, args, kwargs)
 
     def method(self, name: str, *args: Value, **kwargs: Value) -> fx.Node:
-        key = self._key("m", name, args, kwargs)
-        if key is not None and key in self._memo:
-            return self._memo[key]
-        node = self._tag(self.graph.call_method(name, tuple(args), dict(kwargs)))
-        if key is not None:
-            self._memo[key] = node
-        return node
+        return self._node("call_method", name, args, kwargs)
 
     def get_attr(self, qualname: str) -> fx.Node:
-        key = ("a", qualname)
-        if key not in self._memo:
-            self._memo[key] = self.graph.get_attr(qualname)
-        return self._memo[key]
+        return self._node("get_attr", qualname, (), {})
 
     def copy(self, node: fx.Node, arg_map: Callable[[fx.Node], Value], **changes: Any) -> fx.Node:
         """Replays an fx node of the traced model (target, args and kwargs mapped)."""
-        args = fx.node.map_arg(node.args, arg_map)
-        kwargs = fx.node.map_arg(node.kwargs, arg_map)
-        target = changes.get("target", node.target)
-        op = changes.get("op", node.op)
-        key = self._key("c", op, target, args, kwargs)
-        if key is not None and key in self._memo:
-            return self._memo[key]
-        new = self._tag(self.graph.create_node(op, target, tuple(args), dict(kwargs), name=node.name))
-        new.meta["source_node"] = node.name
-        if key is not None:
-            self._memo[key] = new
+        new = self._node(changes.get("op", node.op), changes.get("target", node.target),
+                         fx.node.map_arg(node.args, arg_map), fx.node.map_arg(node.kwargs, arg_map), name=node.name)
+        new.meta.setdefault("source_node", node.name)
         return new
 
     def output(self, value: Any) -> None:
