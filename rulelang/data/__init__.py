@@ -42,9 +42,9 @@ class DataError(RulelangError):
 
 
 def _did_you_mean(name: str, choices: Sequence[str]) -> str:
-    import difflib
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    from ..lang.diagnostics import closest
+    best = closest(name, choices)
+    return f" (did you mean {best!r}?)" if best else ""
 
 
 @functools.lru_cache(maxsize=None)

@@ -15,14 +15,20 @@ from ..errors import RuleError
 from .ast import Pos
 
 
-def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
-    """`did you mean `eps`?` for the closest candidate, or None."""
+def closest(word: str, candidates: Iterable[str]) -> str | None:
+    """The candidate closest to a misspelled word (case-insensitive match first), or None."""
     names = sorted(set(candidates))
     close = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
     if not close:
         low = {n.lower(): n for n in names}
         close = [low[word.lower()]] if word.lower() in low else []
-    return f"did you mean `{close[0]}`?" if close else None
+    return close[0] if close else None
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
+    """`did you mean `eps`?` for the closest candidate, or None."""
+    best = closest(word, candidates)
+    return f"did you mean `{best}`?" if best else None
 
 
 class Located:

@@ -6,13 +6,13 @@ torchvision architecture, with user-supplied weight files.
 """
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ModelError
+from ..lang.diagnostics import closest
 
 __all__ = ["BUILTIN_MODELS", "ModelInfo", "WEIGHTS_DIR", "available_models", "builtin_model", "load_weights",
            "model_info", "weights_path"]
@@ -65,8 +65,8 @@ def available_models() -> list[str]:
 
 def _unknown(name: str) -> ModelError:
     choices = available_models()
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    best = closest(name, choices)
+    hint = f"; did you mean {best!r}?" if best else ""
     return ModelError(f"unknown model {name!r}{hint} (built-in: {', '.join(BUILTIN_MODELS)}, "
                       f"or any torchvision.models classification name such as vgg16, resnet50)")
 

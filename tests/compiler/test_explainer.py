@@ -134,25 +134,27 @@ def test_weight_changes_after_compiling_are_reflected() -> None:
     assert torch.allclose(after, autograd_grad(model, x, 0), atol=1e-12)
 
 
+def _compile_error(tmp_path: Path, error: type, text: str) -> Exception:
+    """The error compiling SmallCNN with a rule file holding `text` (a header is prepended)."""
+    rule = tmp_path / "rule.yaml"
+    rule.write_text("rulelang: 1\nsummary: a rule for one test\n" + text)
+    with pytest.raises(error) as err:
+        rulelang.compile(SmallCNN().eval(), str(rule), example_input=torch.randn(1, 3, 16, 16))
+    assert str(rule) in str(err.value)
+    return err.value
+
+
 def test_unmatched_nodes_fail_closed(tmp_path: Path) -> None:
-    rule = tmp_path / "partial.yaml"
-    rule.write_text("rulelang: 1\nsummary: only linear layers\nrules:\n  - match: linear\n    relevance: vjp(R)\n")
-    model = SmallCNN().eval()
-    with pytest.raises(CompileError) as err:
-        rulelang.compile(model, str(rule), example_input=torch.randn(1, 3, 16, 16))
-    message = str(err.value)
+    message = str(_compile_error(tmp_path, CompileError, "rules:\n  - match: linear\n    relevance: vjp(R)\n"))
     for node in ["_1", "_2", "_4", "_5", "_6", "_8", "_9"]:  # relu, maxpool, flatten, dropout nodes
         assert f"\n  {node}: kind" in message
     assert "kind `relu`" in message and "kind `maxpool`" in message and "default:" in message
 
 
 def test_shape_error_in_body_reported_at_rule_line(tmp_path: Path) -> None:
-    rule = tmp_path / "bad_shape.yaml"
-    rule.write_text("rulelang: 1\nsummary: w has the wrong shape for R\ndefault: vjp(R)\nrules:\n"
-                    "  - match: dense\n    relevance: |\n      z = R * w\n      vjp(z)\n")
-    with pytest.raises(RuleError) as err:
-        rulelang.compile(SmallCNN().eval(), str(rule), example_input=torch.randn(1, 3, 16, 16))
-    assert err.value.line == 7 and err.value.path == str(rule)
+    err = _compile_error(tmp_path, RuleError, "default: vjp(R)\nrules:\n"
+                         "  - match: dense\n    relevance: |\n      z = R * w\n      vjp(z)\n")  # w: wrong shape
+    assert err.line == 7 and err.path == str(tmp_path / "rule.yaml")
 
 
 def test_untraceable_model_gets_a_clear_error() -> None:
@@ -235,12 +237,9 @@ def test_cached_parameters_agree_and_follow_weight_changes(rule) -> None:
 
 
 def test_weight_substitution_on_a_node_without_weights_is_an_error(tmp_path: Path) -> None:
-    rule = tmp_path / "subst.yaml"
-    rule.write_text("rulelang: 1\nsummary: layer(w=) on a name-selected relu\ndefault: vjp(R)\nrules:\n"
-                    "  - match: name(\"_1\")\n    relevance: vjp(R, w=2)\n")
-    with pytest.raises(RuleError) as err:
-        rulelang.compile(SmallCNN().eval(), str(rule), example_input=torch.randn(1, 3, 16, 16))
-    assert err.value.line == 6 and "parametric" in str(err.value)  # caught by the checker, before lowering
+    err = _compile_error(tmp_path, RuleError, "default: vjp(R)\nrules:\n"
+                         "  - match: name(\"_1\")\n    relevance: vjp(R, w=2)\n")  # _1 is a ReLU
+    assert err.line == 6 and "parametric" in str(err)  # caught by the checker, before lowering
 
 
 def test_moving_the_explainer_rebuilds_its_graphs() -> None:
