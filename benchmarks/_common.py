@@ -4,6 +4,7 @@ match each rule file, timing and peak-memory helpers.
 Not a test module and not part of the package: the scripts next to it import it as `_common` (they run as
 `python benchmarks/<script>.py`, so this folder is on sys.path).
 """
+
 from __future__ import annotations
 
 import copy
@@ -12,20 +13,21 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 # ------------------------------------------------------------------------------------------------------ models
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
-          "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     """Random biases and BatchNorm statistics (as the rule oracles in tests/rules use)."""
     from rulelang.testing.models import randomize_
+
     return randomize_(model, seed)
 
 
@@ -33,6 +35,7 @@ def build_model(name: str, seed: int = 0, randomized: bool = True) -> torch.nn.M
     """`rulelang.builtin_model(name)`: a torchvision architecture with seeded random weights (or a trained
     built-in digits model), in eval mode, parameters frozen (no method here needs parameter gradients)."""
     import rulelang
+
     torch.manual_seed(seed)
     model = rulelang.builtin_model(name)
     if randomized and name not in ("digits-cnn", "digits-resnet"):
@@ -42,6 +45,7 @@ def build_model(name: str, seed: int = 0, randomized: bool = True) -> torch.nn.M
 
 def input_shape(name: str, size: int | None) -> tuple[int, int, int]:
     import rulelang.models as rm
+
     c, h, w = rm.model_info(name).input_shape
     return (c, size, size) if size else (c, h, w)
 
@@ -63,20 +67,22 @@ def canonizer_kind(name: str) -> str:
 def zennit_canonizers(kind: str) -> list:
     from zennit.canonizers import SequentialMergeBatchNorm
     from zennit.torchvision import ResNetCanonizer, VGGCanonizer
-    return {"vgg": [VGGCanonizer()], "resnet": [ResNetCanonizer()],
-            "sequential": [SequentialMergeBatchNorm()]}[kind]
+
+    return {"vgg": [VGGCanonizer()], "resnet": [ResNetCanonizer()], "sequential": [SequentialMergeBatchNorm()]}[kind]
 
 
 # ------------------------------------------------------------------------------------------------ peer methods
+
 
 @dataclass(frozen=True)
 class Peer:
     """A zennit composite (by class name) or a single zennit rule on every linear layer over zennit's base map
     (how tests/rules/rule_oracles.py builds them); `seed` is "output" (y * onehot) or "onehot"."""
+
     zennit: str | None = None
     zennit_kwargs: Callable[[], dict] = dict
-    zennit_first: str | None = None           # a rule on the first linear layer (SpecialFirstLayerMapComposite)
-    captum: str | None = None                 # captum.attr class name
+    zennit_first: str | None = None  # a rule on the first linear layer (SpecialFirstLayerMapComposite)
+    captum: str | None = None  # captum.attr class name
     seed: str = "output"
 
 
@@ -110,9 +116,18 @@ PEERS: dict[str, Peer] = {
 
 
 #: DESIGN §8: a rule needs at least the convolutions it names; time as a multiple of the plain gradient's
-DESIGN_TARGETS: dict[str, float] = {"gradient": 1.0, "gradient-x-input": 1.0, "guided-backprop": 1.0,
-                                    "deconvnet": 1.0, "lrp-epsilon": 1.0, "lrp-z": 1.0, "lrp-zplus": 1.5,
-                                    "lrp-alpha1-beta0": 2.5, "lrp-alpha2-beta1": 2.5, "lrp-alpha5-beta4": 2.5}
+DESIGN_TARGETS: dict[str, float] = {
+    "gradient": 1.0,
+    "gradient-x-input": 1.0,
+    "guided-backprop": 1.0,
+    "deconvnet": 1.0,
+    "lrp-epsilon": 1.0,
+    "lrp-z": 1.0,
+    "lrp-zplus": 1.5,
+    "lrp-alpha1-beta0": 2.5,
+    "lrp-alpha2-beta1": 2.5,
+    "lrp-alpha5-beta4": 2.5,
+}
 
 
 def zennit_composite(peer: Peer, kind: str, device, dtype):
@@ -120,6 +135,7 @@ def zennit_composite(peer: Peer, kind: str, device, dtype):
     import zennit.rules as zr
     from zennit.core import Composite
     from zennit.types import Linear
+
     kwargs = {k: (v.to(device, dtype) if torch.is_tensor(v) else v) for k, v in peer.zennit_kwargs().items()}
     cans = zennit_canonizers(kind)
     cls = getattr(zc, peer.zennit, None)
@@ -128,7 +144,9 @@ def zennit_composite(peer: Peer, kind: str, device, dtype):
     if peer.zennit_first:
         return zc.SpecialFirstLayerMapComposite(
             layer_map=zc.layer_map_base() + [(Linear, getattr(zr, peer.zennit)())],
-            first_map=[(Linear, getattr(zr, peer.zennit_first)(**kwargs))], canonizers=cans)
+            first_map=[(Linear, getattr(zr, peer.zennit_first)(**kwargs))],
+            canonizers=cans,
+        )
     rule = getattr(zr, peer.zennit)(**kwargs)
     stab = kwargs.get("stabilizer", kwargs.get("epsilon", 1e-6))
     return zc.LayerMapComposite(layer_map=zc.layer_map_base(stab) + [(Linear, rule)], canonizers=cans)
@@ -140,13 +158,16 @@ def composite_label(peer: Peer) -> str:
 
 # ------------------------------------------------------------------------------------------------- callables
 
+
 def gradient_fn(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor) -> Callable[[], torch.Tensor]:
     """(a) the plain input gradient: one forward + torch.autograd.grad of the target logits w.r.t. the input."""
+
     def run():
         xx = x.detach().requires_grad_(True)
         out = model(xx)
         (g,) = torch.autograd.grad(out.gather(1, target[:, None]).sum(), xx)
         return g
+
     return run
 
 
@@ -181,6 +202,7 @@ class CaptumRunner:
 
     def __init__(self, model, method: str, x: torch.Tensor, target: torch.Tensor):
         import captum.attr as ca
+
         t0 = time.perf_counter()
         self.model = copy.deepcopy(model)
         self.algo = getattr(ca, method)(self.model)
@@ -197,6 +219,7 @@ class CaptumRunner:
 
 # ---------------------------------------------------------------------------------------------------- timing
 
+
 def sync(device) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
@@ -211,8 +234,7 @@ def timed(fn: Callable[[], Any], device) -> tuple[float, Any]:
 
 
 def summarize(times: list[float]) -> dict[str, float]:
-    return {"seconds": statistics.median(times), "min_seconds": min(times), "max_seconds": max(times),
-            "n": len(times)}
+    return {"seconds": statistics.median(times), "min_seconds": min(times), "max_seconds": max(times), "n": len(times)}
 
 
 def peak_memory(fn: Callable[[], Any], device) -> dict[str, Any] | None:
@@ -232,10 +254,16 @@ def peak_memory(fn: Callable[[], Any], device) -> dict[str, Any] | None:
 
 
 def environment(device) -> dict[str, Any]:
-    env = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-           "cpu_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    env = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+    }
     try:
         import torchvision
+
         env["torchvision"] = torchvision.__version__
     except ImportError:
         pass
@@ -263,7 +291,7 @@ def compare(ours: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
 @dataclass
 class Method:
     name: str
-    kind: str                                  # gradient | rulelang | zennit | captum
+    kind: str  # gradient | rulelang | zennit | captum
     fn: Callable[[], Any]
     rule: str | None = None
     compile_seconds: float | None = None

@@ -1,7 +1,8 @@
 """How long checking every file of the rule library takes (parser construction included).
 
-    python benchmarks/check_speed.py      ->  {"files": 31, "seconds": 0.4}
+python benchmarks/check_speed.py      ->  {"files": 31, "seconds": 0.4}
 """
+
 from __future__ import annotations
 
 import json

@@ -12,6 +12,7 @@ graph and running it on meta tensors), timed by calling rulelang's own compile s
 the wall time of `rulelang.compile(model, rule, example_input=x)` itself, `first_call` the first explanation after
 it. Prints one JSON object.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,6 +34,7 @@ def _phases(model, rule: str, x) -> dict[str, float]:
     from rulelang.graph.canonicalize import build_opgraph
     from rulelang.graph.trace import trace
     from rulelang.lang.loader import load
+
     out: dict[str, float] = {}
     t = time.perf_counter()
     rf = load(rule)
@@ -53,17 +55,23 @@ def _phases(model, rule: str, x) -> dict[str, float]:
 def _child(model_name: str, rules: list[str], size: int, batch: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     import torch
+
     t_torch = time.perf_counter() - t0
     import rulelang
     import rulelang.models as rm
+
     t = time.perf_counter()
     torch.manual_seed(0)
     model = rulelang.builtin_model(model_name).eval()
     t_model = time.perf_counter() - t
     c, h, w = rm.model_info(model_name).input_shape
     x = torch.randn(batch, c, size or h, size or w)
-    res: dict[str, Any] = {"import_torch_seconds": round(t_torch, 3), "build_model_seconds": round(t_model, 3),
-                           "input_shape": list(x.shape), "rules": {}}
+    res: dict[str, Any] = {
+        "import_torch_seconds": round(t_torch, 3),
+        "build_model_seconds": round(t_model, 3),
+        "input_shape": list(x.shape),
+        "rules": {},
+    }
     for rule in rules:
         row: dict[str, Any] = {}
         for which in ("first", "second"):
@@ -74,7 +82,7 @@ def _child(model_name: str, rules: list[str], size: int, batch: int) -> dict[str
             explainer(x)
             first_call = time.perf_counter() - t
             row[which] = {"total": round(total, 4), "first_call": round(first_call, 4)}
-        row["second"]["phases"] = _phases(model, rule, x)   # a third compile, split into its steps
+        row["second"]["phases"] = _phases(model, rule, x)  # a third compile, split into its steps
         res["rules"][rule] = row
     return res
 
@@ -92,12 +100,26 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(_child(args.child, rules, args.size, args.batch)))
         return
     import torch
-    report: dict[str, Any] = {"target": f"resnet50 compiles in under {TARGET_SECONDS} s on this machine's CPU",
-                              "device": "cpu", "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
-                              "cpu_count": os.cpu_count(), "models": {}}
+
+    report: dict[str, Any] = {
+        "target": f"resnet50 compiles in under {TARGET_SECONDS} s on this machine's CPU",
+        "device": "cpu",
+        "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "models": {},
+    }
     for name in [m for m in args.models.split(",") if m]:
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--rules", args.rules,
-               "--batch", str(args.batch)] + (["--size", str(args.size)] if args.size else [])
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--child",
+            name,
+            "--rules",
+            args.rules,
+            "--batch",
+            str(args.batch),
+        ] + (["--size", str(args.size)] if args.size else [])
         proc = subprocess.run(cmd, capture_output=True, text=True)
         try:
             res = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -109,10 +131,12 @@ def main(argv: list[str] | None = None) -> None:
     if r50:
         worst_second = max(r["second"]["total"] for r in r50.values())
         worst_first = max(r["first"]["total"] for r in r50.values())
-        report["resnet50_meets_target"] = {"second_compile": worst_second < TARGET_SECONDS,
-                                           "first_compile": worst_first < TARGET_SECONDS,
-                                           "worst_first_seconds": worst_first,
-                                           "worst_second_seconds": worst_second}
+        report["resnet50_meets_target"] = {
+            "second_compile": worst_second < TARGET_SECONDS,
+            "first_compile": worst_first < TARGET_SECONDS,
+            "worst_first_seconds": worst_first,
+            "worst_second_seconds": worst_second,
+        }
     print(json.dumps(report, indent=1))
 
 

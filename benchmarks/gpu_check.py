@@ -13,6 +13,7 @@
 
 Prints one JSON report; exit status 1 if a correctness check fails (never for speed).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,11 +33,14 @@ from speed import run_speed  # noqa: E402
 
 MODELS = ["vgg16", "resnet50"]
 CHECK_RULES = ["gradient", "lrp-epsilon", "lrp-zplus"]
-SPEED_RULES = ["gradient", "lrp-epsilon", "lrp-zplus", "lrp-alpha2-beta1", "lrp-epsilon-plus-flat",
-               "guided-backprop"]
+SPEED_RULES = ["gradient", "lrp-epsilon", "lrp-zplus", "lrp-alpha2-beta1", "lrp-epsilon-plus-flat", "guided-backprop"]
 # (worst cosine above, worst relative error below): float32 device vs float64 CPU
-TOLERANCE = {"gradient": (0.99999, 1e-3), "lrp-epsilon": (0.999, 1e-2), "lrp-zplus": (0.99999, 1e-3),
-             "autograd": (0.99999, 1e-4)}
+TOLERANCE = {
+    "gradient": (0.99999, 1e-3),
+    "lrp-epsilon": (0.999, 1e-2),
+    "lrp-zplus": (0.99999, 1e-3),
+    "autograd": (0.99999, 1e-4),
+}
 
 
 def _verdict(metrics: dict[str, float], key: str) -> dict[str, Any]:
@@ -47,6 +51,7 @@ def _verdict(metrics: dict[str, float], key: str) -> dict[str, Any]:
 
 def correctness(name: str, device: torch.device, batch: int, size: int) -> dict[str, Any]:
     import rulelang
+
     base = C.build_model(name, seed=0)
     shape = C.input_shape(name, size)
     x64 = C.images(batch, shape, seed=0).double()
@@ -137,8 +142,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         device, size, batch = torch.device("cuda"), 224, 4
         speed_batch, repeat, warmup = args.speed_batch or 32, args.repeat or 10, 3
-    report: dict[str, Any] = {"mode": "cpu-dry-run" if args.cpu_dry_run else "cuda",
-                              "environment": C.environment(device), "correctness": {}, "speed": {}}
+    report: dict[str, Any] = {
+        "mode": "cpu-dry-run" if args.cpu_dry_run else "cuda",
+        "environment": C.environment(device),
+        "correctness": {},
+        "speed": {},
+    }
 
     if not args.skip_correctness:
         tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
@@ -161,11 +170,23 @@ def main(argv: list[str] | None = None) -> int:
         for name in MODELS:
             t = time.perf_counter()
             try:
-                report["speed"][name] = run_speed(name, speed_batch, size, str(device), "float32", SPEED_RULES,
-                                                  repeat=repeat, warmup=warmup, peers=True, memory=True)
+                report["speed"][name] = run_speed(
+                    name,
+                    speed_batch,
+                    size,
+                    str(device),
+                    "float32",
+                    SPEED_RULES,
+                    repeat=repeat,
+                    warmup=warmup,
+                    peers=True,
+                    memory=True,
+                )
             except Exception as e:  # noqa: BLE001
-                report["speed"][name] = {"error": f"{type(e).__name__}: {e}"[:500],
-                                         "traceback": traceback.format_exc().splitlines()[-6:]}
+                report["speed"][name] = {
+                    "error": f"{type(e).__name__}: {e}"[:500],
+                    "traceback": traceback.format_exc().splitlines()[-6:],
+                }
             report["speed"][name]["seconds_total"] = round(time.perf_counter() - t, 2)
             if device.type == "cuda":
                 torch.cuda.empty_cache()

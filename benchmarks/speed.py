@@ -22,6 +22,7 @@ round-robin over the methods (warm-up first), so load from other processes hits 
 
 All parameters are frozen (requires_grad=False) for every method: the gradient baseline computes no weight grads.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,11 +41,13 @@ DEFAULT_RULES = "gradient,lrp-epsilon,lrp-zplus,lrp-alpha2-beta1,lrp-epsilon-plu
 QUICK_RULES = "gradient,lrp-epsilon,lrp-zplus"
 
 
-def _methods(model, x, target, rules: list[str], device, peers: bool, canon: str,
-             only: str | None = None) -> list[C.Method]:
+def _methods(
+    model, x, target, rules: list[str], device, peers: bool, canon: str, only: str | None = None
+) -> list[C.Method]:
     """Builds (compiles / registers) every method; `only` keeps one method key."""
     import rulelang
-    want = (lambda key: only is None or key == only)
+
+    want = lambda key: only is None or key == only
     out: list[C.Method] = []
     if want("gradient"):
         out.append(C.Method("gradient", "gradient", C.gradient_fn(model, x, target)))
@@ -58,11 +61,12 @@ def _methods(model, x, target, rules: list[str], device, peers: bool, canon: str
                 explainer = rulelang.compile(model, rule, example_input=x, cache_parameters=True)
                 C.sync(device)
                 compile_s = time.perf_counter() - t0
-                fn = (lambda e=explainer: e(x, target=target))
+                fn = lambda e=explainer: e(x, target=target)
                 out.append(C.Method(key, "rulelang", fn, rule=rule, compile_seconds=compile_s))
             except Exception as e:  # noqa: BLE001 - a failing rule is a row with an error, not a crash
-                out.append(C.Method(key, "rulelang", None, rule=rule,
-                                    extra={"error": f"{type(e).__name__}: {e}"[:500]}))
+                out.append(
+                    C.Method(key, "rulelang", None, rule=rule, extra={"error": f"{type(e).__name__}: {e}"[:500]})
+                )
         if not peers:
             continue
         peer = C.PEERS.get(rule)
@@ -71,26 +75,57 @@ def _methods(model, x, target, rules: list[str], device, peers: bool, canon: str
         if peer.zennit and want(f"zennit/{rule}"):
             try:
                 r = C.ZennitRunner(model, peer, canon, x, target)
-                out.append(C.Method(f"zennit/{rule}", "zennit", r, rule=rule, compile_seconds=r.setup_seconds,
-                                    close=r.close, extra={"method": C.composite_label(peer),
-                                                          "canonizer": canon}))
+                out.append(
+                    C.Method(
+                        f"zennit/{rule}",
+                        "zennit",
+                        r,
+                        rule=rule,
+                        compile_seconds=r.setup_seconds,
+                        close=r.close,
+                        extra={"method": C.composite_label(peer), "canonizer": canon},
+                    )
+                )
             except Exception as e:  # noqa: BLE001
-                out.append(C.Method(f"zennit/{rule}", "zennit", None, rule=rule,
-                                    extra={"method": C.composite_label(peer),
-                                           "error": f"{type(e).__name__}: {e}"[:500]}))
+                out.append(
+                    C.Method(
+                        f"zennit/{rule}",
+                        "zennit",
+                        None,
+                        rule=rule,
+                        extra={"method": C.composite_label(peer), "error": f"{type(e).__name__}: {e}"[:500]},
+                    )
+                )
         if peer.captum and want(f"captum/{rule}"):
             try:
                 r = C.CaptumRunner(model, peer.captum, x, target)
                 extra = {"method": f"captum.{peer.captum}"}
                 if peer.captum == "LRP" and canon == "resnet":
-                    extra["note"] = ("captum LRP copies relevance into both summands of torchvision's functional "
-                                     "`out += identity`: it times a different (wrong) propagation on ResNets")
-                out.append(C.Method(f"captum/{rule}", "captum", r, rule=rule, compile_seconds=r.setup_seconds,
-                                    close=r.close, extra=extra))
+                    extra["note"] = (
+                        "captum LRP copies relevance into both summands of torchvision's functional "
+                        "`out += identity`: it times a different (wrong) propagation on ResNets"
+                    )
+                out.append(
+                    C.Method(
+                        f"captum/{rule}",
+                        "captum",
+                        r,
+                        rule=rule,
+                        compile_seconds=r.setup_seconds,
+                        close=r.close,
+                        extra=extra,
+                    )
+                )
             except Exception as e:  # noqa: BLE001
-                out.append(C.Method(f"captum/{rule}", "captum", None, rule=rule,
-                                    extra={"method": f"captum.{peer.captum}",
-                                           "error": f"{type(e).__name__}: {e}"[:500]}))
+                out.append(
+                    C.Method(
+                        f"captum/{rule}",
+                        "captum",
+                        None,
+                        rule=rule,
+                        extra={"method": f"captum.{peer.captum}", "error": f"{type(e).__name__}: {e}"[:500]},
+                    )
+                )
     return out
 
 
@@ -103,10 +138,21 @@ def _call(m: C.Method, device) -> tuple[float, Any]:
         return float("nan"), None
 
 
-def run_speed(model_name: str = "vgg16", batch: int = 2, size: int | None = 64, device: str = "cpu",
-              dtype: str = "float32", rules: str | list[str] = DEFAULT_RULES, repeat: int = 5, warmup: int = 1,
-              peers: bool = True, memory: bool = True, seed: int = 0, agreement: bool = True,
-              model: torch.nn.Module | None = None) -> dict[str, Any]:
+def run_speed(
+    model_name: str = "vgg16",
+    batch: int = 2,
+    size: int | None = 64,
+    device: str = "cpu",
+    dtype: str = "float32",
+    rules: str | list[str] = DEFAULT_RULES,
+    repeat: int = 5,
+    warmup: int = 1,
+    peers: bool = True,
+    memory: bool = True,
+    seed: int = 0,
+    agreement: bool = True,
+    model: torch.nn.Module | None = None,
+) -> dict[str, Any]:
     """The measurement behind `speed.py` (also used by gpu_check.py). Returns the JSON-able report."""
     rules = [r for r in (rules.split(",") if isinstance(rules, str) else rules) if r]
     dev = torch.device(device)
@@ -123,13 +169,13 @@ def run_speed(model_name: str = "vgg16", batch: int = 2, size: int | None = 64, 
     methods = _methods(model, x, target, rules, dev, peers, canon)
     live = [m for m in methods if m.fn is not None]
     last: dict[str, Any] = {}
-    for m in live:                                   # first call (rulelang builds nothing here: compile did)
+    for m in live:  # first call (rulelang builds nothing here: compile did)
         m.first_call_seconds, last[m.name] = _call(m, dev)
     for _ in range(max(warmup - 1, 0)):
         for m in [m for m in live if m.fn is not None]:
             _call(m, dev)
     times: dict[str, list[float]] = {m.name: [] for m in methods}
-    for _ in range(repeat):                          # round-robin: drift and noise hit every method alike
+    for _ in range(repeat):  # round-robin: drift and noise hit every method alike
         for m in [m for m in live if m.fn is not None]:
             t, last[m.name] = _call(m, dev)
             times[m.name].append(t)
@@ -146,7 +192,7 @@ def run_speed(model_name: str = "vgg16", batch: int = 2, size: int | None = 64, 
         row.update(m.extra)
         report[m.name] = row
     grad = report.get("gradient", {}).get("seconds")
-    for key, row in report.items():
+    for _key, row in report.items():
         s = row.get("seconds")
         row["ratio_to_gradient"] = round(s / grad, 3) if s and grad else None
         z = report.get(f"zennit/{row.get('rule')}", {}).get("seconds") if row.get("rule") else None
@@ -157,7 +203,7 @@ def run_speed(model_name: str = "vgg16", batch: int = 2, size: int | None = 64, 
         if row["kind"] == "rulelang" and row["rule"] in C.DESIGN_TARGETS:
             row["design_target_ratio"] = C.DESIGN_TARGETS[row["rule"]]
 
-    if agreement:                                    # do the timed peers compute the same thing?
+    if agreement:  # do the timed peers compute the same thing?
         for rule in rules:
             ours = last.get(f"rulelang/{rule}")
             for peer in ("zennit", "captum"):
@@ -165,8 +211,9 @@ def run_speed(model_name: str = "vgg16", batch: int = 2, size: int | None = 64, 
                 if ours is not None and theirs is not None:
                     report[f"{peer}/{rule}"]["agreement_with_rulelang"] = C.compare(ours, theirs)
         if "gradient" in last and "rulelang/gradient" in last:
-            report["rulelang/gradient"]["agreement_with_gradient"] = C.compare(last["rulelang/gradient"],
-                                                                               last["gradient"])
+            report["rulelang/gradient"]["agreement_with_gradient"] = C.compare(
+                last["rulelang/gradient"], last["gradient"]
+            )
     last.clear()
 
     mem_note = None
@@ -181,22 +228,40 @@ def run_speed(model_name: str = "vgg16", batch: int = 2, size: int | None = 64, 
         for row in report.values():
             p = row.get("peak_above_start_mib")
             row["memory_ratio_to_gradient"] = round(p / g, 3) if p is not None and g else None
-        mem_note = ("CUDA torch.cuda.max_memory_allocated during one call after the timing loop: peak_mib absolute "
-                    "(all model copies included), peak_above_start_mib above what was allocated before the call; "
-                    "memory_ratio_to_gradient uses the latter")
+        mem_note = (
+            "CUDA torch.cuda.max_memory_allocated during one call after the timing loop: peak_mib absolute "
+            "(all model copies included), peak_above_start_mib above what was allocated before the call; "
+            "memory_ratio_to_gradient uses the latter"
+        )
     elif dev.type != "cuda":
-        mem_note = ("not measured on CPU: tracemalloc does not see torch's allocator, and a ru_maxrss delta per "
-                    "method (tried, one subprocess per method) stayed 0 even at resnet50 224x224 batch 4; "
-                    "use --device cuda for peak memory")
+        mem_note = (
+            "not measured on CPU: tracemalloc does not see torch's allocator, and a ru_maxrss delta per "
+            "method (tried, one subprocess per method) stayed 0 even at resnet50 224x224 batch 4; "
+            "use --device cuda for peak memory"
+        )
     for m in methods:
         if m.close:
             m.close()
 
-    return {"config": {"model": model_name, "batch": batch, "input_shape": list(shape), "device": str(dev),
-                       "dtype": dtype, "rules": rules, "repeat": repeat, "warmup": warmup, "seed": seed,
-                       "zennit_canonizer": canon if peers else None, "target": "argmax of the model's logits",
-                       "peers": peers},
-            "environment": C.environment(dev), "memory": mem_note, "methods": report}
+    return {
+        "config": {
+            "model": model_name,
+            "batch": batch,
+            "input_shape": list(shape),
+            "device": str(dev),
+            "dtype": dtype,
+            "rules": rules,
+            "repeat": repeat,
+            "warmup": warmup,
+            "seed": seed,
+            "zennit_canonizer": canon if peers else None,
+            "target": "argmax of the model's logits",
+            "peers": peers,
+        },
+        "environment": C.environment(dev),
+        "memory": mem_note,
+        "methods": report,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -206,18 +271,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", type=int, default=None, help="input side (default: the model's, 224 for torchvision)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--dtype", default="float32", choices=sorted(C.DTYPES))
-    p.add_argument("--rules", default=None,
-                   help=f"comma-separated rule files (default {DEFAULT_RULES}; with --quick {QUICK_RULES})")
+    p.add_argument(
+        "--rules",
+        default=None,
+        help=f"comma-separated rule files (default {DEFAULT_RULES}; with --quick {QUICK_RULES})",
+    )
     p.add_argument("--repeat", type=int, default=None, help="timed calls per method (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls per method before timing (>= 1)")
     p.add_argument("--no-peers", action="store_true", help="skip zennit and captum")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true",
-                   help=f"small CPU run: 32x32 input, batch 2, repeat 5, 1 CPU thread, rules {QUICK_RULES}")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"small CPU run: 32x32 input, batch 2, repeat 5, 1 CPU thread, rules {QUICK_RULES}",
+    )
     args = p.parse_args(argv)
     if args.quick and args.threads is None and args.device == "cpu":
-        args.threads = 1     # OpenMP threads spin-waiting on a shared, oversubscribed CPU cost 10x (measured here)
+        args.threads = 1  # OpenMP threads spin-waiting on a shared, oversubscribed CPU cost 10x (measured here)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
@@ -230,8 +301,18 @@ def main(argv: list[str] | None = None) -> None:
     args.repeat = args.repeat or 10
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda but torch.cuda.is_available() is False")
-    report = run_speed(args.model, args.batch, args.size, args.device, args.dtype, args.rules, args.repeat,
-                       max(args.warmup, 1), not args.no_peers, seed=args.seed)
+    report = run_speed(
+        args.model,
+        args.batch,
+        args.size,
+        args.device,
+        args.dtype,
+        args.rules,
+        args.repeat,
+        max(args.warmup, 1),
+        not args.no_peers,
+        seed=args.seed,
+    )
     print(json.dumps(report, indent=1, default=str))
 
 

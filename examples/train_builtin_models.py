@@ -7,6 +7,7 @@ Seeded and reproducible (CPU, fixed thread count). Training data: the train spli
 fresh random colours every epoch and shifted by up to 2 pixels; evaluation: the fixed test split of
 `rulelang.builtin_data("digits-rgb", "test")`. Fails (exit code 1) if a model's test accuracy is below 97 %.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,13 +35,13 @@ def shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> torch.Te
     padded = F.pad(x, (max_shift,) * 4, mode="replicate")
     dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
     dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
-    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    return torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
 
 
 @torch.no_grad()
 def accuracy(model, images, labels, batch: int = 256) -> float:
     model.eval()
-    pred = torch.cat([model(images[i:i + batch]).argmax(1) for i in range(0, len(images), batch)])
+    pred = torch.cat([model(images[i : i + batch]).argmax(1) for i in range(0, len(images), batch)])
     return (pred == labels).float().mean().item()
 
 
@@ -62,7 +63,7 @@ def train(name: str, epochs: int, lr: float, seed: int = 0, batch: int = 64) -> 
         order = torch.randperm(len(grey), generator=gen)
         total = 0.0
         for i in range(0, len(order), batch):
-            idx = order[i:i + batch]
+            idx = order[i : i + batch]
             loss = F.cross_entropy(model(x_all[idx]), labels[idx])
             opt.zero_grad()
             loss.backward()
@@ -70,8 +71,11 @@ def train(name: str, epochs: int, lr: float, seed: int = 0, batch: int = 64) -> 
             sched.step()
             total += loss.item() * len(idx)
         acc = accuracy(model, test_x, test_y)
-        print(f"  {name} epoch {epoch + 1:2d}/{epochs}: loss {total / len(grey):.4f}, "
-              f"test acc {acc:.4f} ({time.time() - t0:.1f}s)", flush=True)
+        print(
+            f"  {name} epoch {epoch + 1:2d}/{epochs}: loss {total / len(grey):.4f}, "
+            f"test acc {acc:.4f} ({time.time() - t0:.1f}s)",
+            flush=True,
+        )
     return model.eval(), accuracy(model, test_x, test_y)
 
 
@@ -94,8 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         path = args.out_dir / f"{name}.pt"
         torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, path)
         n_params = sum(p.numel() for p in model.parameters())
-        print(f"{name}: test accuracy {acc:.4f} ({acc * 360:.0f}/360), {n_params} parameters, "
-              f"{path.stat().st_size / 1e6:.2f} MB -> {path} ({time.time() - t0:.0f}s)", flush=True)
+        print(
+            f"{name}: test accuracy {acc:.4f} ({acc * 360:.0f}/360), {n_params} parameters, "
+            f"{path.stat().st_size / 1e6:.2f} MB -> {path} ({time.time() - t0:.0f}s)",
+            flush=True,
+        )
         if acc < MIN_ACCURACY:
             print(f"{name}: accuracy below {MIN_ACCURACY:.0%}", file=sys.stderr)
             ok = False

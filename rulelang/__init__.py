@@ -1,9 +1,10 @@
 """rulelang: modified-backpropagation attribution rules as data.
 
-    import rulelang
-    explainer = rulelang.compile(model, "lrp-zplus", example_input=x)
-    attribution = explainer(x, target=labels)
+import rulelang
+explainer = rulelang.compile(model, "lrp-zplus", example_input=x)
+attribution = explainer(x, target=labels)
 """
+
 from __future__ import annotations
 
 import importlib
@@ -25,6 +26,8 @@ _LAZY: dict[str, str] = {
     "heatmap": "rulelang.analysis.heatmap:heatmap",
     "smoothgrad": "rulelang.compiler.wrappers:smoothgrad",
     "integrated": "rulelang.compiler.wrappers:integrated",
+    "analyze": "rulelang.analysis.analyze:analyze",
+    "quantus_explain": "rulelang.analysis.quantus:quantus_explain",
 }
 
 __all__ = ["CompileError", "ModelError", "RuleError", "RulelangError", "__version__", *_LAZY]

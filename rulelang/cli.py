@@ -1,5 +1,6 @@
 """The `rulelang` command. Each subcommand lives in `rulelang/commands/<name>.py` with `add_arguments(parser)`
 and `run(args) -> int`; user errors print one clear message, never a traceback."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,6 +14,8 @@ from .errors import RulelangError
 COMMANDS: dict[str, str] = {
     "check": "check rule files and print a summary line per valid file",
     "explain": "explain images with one or more rules and write a heatmap grid",
+    "analyze": "analyze rules for faithfulness (static verdict, CSC, sanity checks) and write a report",
+    "test": "property-test rule files on random models and print a counterexample when one fails",
 }
 
 
@@ -45,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug in rulelang, not the user's fault: still one line unless debugging
         if os.environ.get("RULELANG_DEBUG"):
             raise
-        print(f"rulelang: internal error: {type(e).__name__}: {e} (set RULELANG_DEBUG=1 for a traceback)",
-              file=sys.stderr)
+        print(
+            f"rulelang: internal error: {type(e).__name__}: {e} (set RULELANG_DEBUG=1 for a traceback)", file=sys.stderr
+        )
         return 2
 
 

@@ -1,4 +1,5 @@
 """The project's error types. Every error a user can cause is a `RulelangError`; the CLI prints it as is."""
+
 from __future__ import annotations
 
 
@@ -12,9 +13,17 @@ class RuleError(RulelangError):
     `hint` is an extra line ("did you mean `eps`?", "expected `)`").
     """
 
-    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
-                 col: int | None = None, source_line: str | None = None, hint: str | None = None,
-                 severity: str = "error") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        line: int | None = None,
+        col: int | None = None,
+        source_line: str | None = None,
+        hint: str | None = None,
+        severity: str = "error",
+    ) -> None:
         self.message = message
         self.path = path
         self.line = line

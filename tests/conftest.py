@@ -1,4 +1,5 @@
 """Shared pytest setup: hypothesis profiles (`ci`: few examples; `dev`: more), chosen by $HYPOTHESIS_PROFILE."""
+
 import os
 
 from hypothesis import HealthCheck, settings

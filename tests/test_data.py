@@ -1,4 +1,5 @@
 """Built-in data: the sklearn digits (grey and RGB) and the scikit-image sample photos."""
+
 import numpy as np
 import pytest
 import torch
@@ -14,9 +15,9 @@ def test_shapes_dtypes_range(name, channels):
     assert x.shape == (360, channels, 32, 32) and x.dtype == torch.float32
     assert y.shape == (360,) and y.dtype == torch.int64
     assert 0.0 <= x.min() and x.max() <= 1.0
-    assert x.max() > 0.9                                 # real ink, not a blank tensor
+    assert x.max() > 0.9  # real ink, not a blank tensor
     assert sorted(y.unique().tolist()) == list(range(10))
-    assert torch.bincount(y).min() >= 34                 # stratified: every class ~36 times
+    assert torch.bincount(y).min() >= 34  # stratified: every class ~36 times
 
 
 def test_split_sizes_disjoint_and_deterministic():
@@ -26,11 +27,12 @@ def test_split_sizes_disjoint_and_deterministic():
     assert len(xtr) == 1437 and len(xte) == 360 and len(xall) == 1797
     # no test image also appears in train
     tr = {bytes(a.numpy().tobytes()) for a in xtr}
-    assert sum(bytes(a.numpy().tobytes()) in tr for a in xte) <= 2          # (sklearn has a few duplicates)
+    assert sum(bytes(a.numpy().tobytes()) in tr for a in xte) <= 2  # (sklearn has a few duplicates)
     x2, y2 = builtin_data("digits", "test")
     assert torch.equal(xte, x2) and torch.equal(yte, y2)
     # upsampled from sklearn's 8x8 originals: down-sampling back approximately recovers them
     from sklearn.datasets import load_digits
+
     orig = torch.from_numpy(load_digits().images / 16.0).float()
     back = torch.nn.functional.avg_pool2d(xall, 4)[:, 0]
     assert torch.corrcoef(torch.stack([back.flatten(), orig.flatten()]))[0, 1] > 0.95
@@ -49,7 +51,7 @@ def test_rgb_is_a_colouring_of_the_grey_digits():
             slope, intercept = np.polyfit(g.numpy(), ch.numpy(), 1)
             assert np.allclose(slope * g.numpy() + intercept, ch.numpy(), atol=1e-4)
     # colours differ between images and between channels (channel cosine similarity is meaningful)
-    corners = rgb[:, :, 0, 0]                            # background colour of each image
+    corners = rgb[:, :, 0, 0]  # background colour of each image
     assert corners.std(0).min() > 0.1
     assert not torch.allclose(rgb[:, 0], rgb[:, 1])
     # ink is brighter than background in luminance

@@ -1,4 +1,5 @@
 """The examples run (the quickstart end to end on the built-in model)."""
+
 from __future__ import annotations
 
 import runpy

@@ -1,5 +1,6 @@
 """`rulelang explain`: the grid drawing (real attributions: input gradients of the built-in model), input
 loading, the full command (needs the compiler) and its one-line errors."""
+
 import importlib.util
 import subprocess
 import sys
@@ -32,6 +33,7 @@ needs_compiler = pytest.mark.skipif(not _has_compiler(), reason="rulelang.compil
 
 def _png_size(path):
     import matplotlib.image
+
     img = matplotlib.image.imread(str(path))
     return img.shape[1], img.shape[0], img
 
@@ -68,6 +70,7 @@ def test_grid_size_grows_with_rules_and_images():
 
 def test_load_image_resizes_and_scales(tmp_path):
     import skimage.io
+
     rgba = np.zeros((50, 70, 4), np.uint8)
     rgba[..., 0] = 255
     rgba[..., 3] = 255
@@ -87,7 +90,7 @@ def test_prepare_inputs():
     assert x.shape == (5, 3, 32, 32) and labels.tolist() == builtin_data("digits-rgb", "test")[1][:5].tolist()
     x, disp, names, labels = prepare_inputs(model_info("vgg16"), None, "samples", 2)
     assert x.shape == (2, 3, 224, 224) and names == ["astronaut", "coffee"] and labels is None
-    assert x.min() < -0.5 and 0 <= disp.min() and disp.max() <= 1          # normalised vs. display
+    assert x.min() < -0.5 and 0 <= disp.min() and disp.max() <= 1  # normalised vs. display
 
 
 def _run_cli(argv, capsys):
@@ -106,46 +109,81 @@ def _assert_one_line_error(rc, err, pattern):
 
 # ---------------------------------------------------------------- errors raised before any rule is compiled
 
+
 def test_missing_image_file(tmp_path, capsys):
-    rc, _, err = _run_cli(["explain", "gradient", "--image", str(tmp_path / "none.png"),
-                           "-o", str(tmp_path / "o.png")], capsys)
+    rc, _, err = _run_cli(
+        ["explain", "gradient", "--image", str(tmp_path / "none.png"), "-o", str(tmp_path / "o.png")], capsys
+    )
     _assert_one_line_error(rc, err, "image file not found")
 
 
 def test_unknown_model(tmp_path, capsys):
-    rc, _, err = _run_cli(["explain", "gradient", "--model", "digits-cnm", "--data", "digits",
-                           "-o", str(tmp_path / "o.png")], capsys)
+    rc, _, err = _run_cli(
+        ["explain", "gradient", "--model", "digits-cnm", "--data", "digits", "-o", str(tmp_path / "o.png")], capsys
+    )
     _assert_one_line_error(rc, err, "did you mean 'digits-cnn'")
 
 
 def test_target_out_of_range(tmp_path, capsys):
-    rc, _, err = _run_cli(["explain", "gradient", "--data", "digits", "--target", "10",
-                           "-o", str(tmp_path / "o.png")], capsys)
+    rc, _, err = _run_cli(
+        ["explain", "gradient", "--data", "digits", "--target", "10", "-o", str(tmp_path / "o.png")], capsys
+    )
     _assert_one_line_error(rc, err, "target 10 is out of range")
 
 
 def test_missing_weights_and_rule_file(tmp_path, capsys):
-    rc, _, err = _run_cli(["explain", "gradient", "--model", "vgg11", "--weights", str(tmp_path / "w.pth"),
-                           "--data", "samples", "-o", str(tmp_path / "o.png")], capsys)
+    rc, _, err = _run_cli(
+        [
+            "explain",
+            "gradient",
+            "--model",
+            "vgg11",
+            "--weights",
+            str(tmp_path / "w.pth"),
+            "--data",
+            "samples",
+            "-o",
+            str(tmp_path / "o.png"),
+        ],
+        capsys,
+    )
     _assert_one_line_error(rc, err, "weights file not found")
-    rc, _, err = _run_cli(["explain", str(tmp_path / "nope.yaml"), "--data", "digits",
-                           "-o", str(tmp_path / "o.png")], capsys)
+    rc, _, err = _run_cli(
+        ["explain", str(tmp_path / "nope.yaml"), "--data", "digits", "-o", str(tmp_path / "o.png")], capsys
+    )
     _assert_one_line_error(rc, err, "rule file not found")
 
 
 def test_digits_data_needs_digits_model(tmp_path, capsys):
-    rc, _, err = _run_cli(["explain", "gradient", "--model", "resnet18", "--data", "digits",
-                           "-o", str(tmp_path / "o.png")], capsys)
+    rc, _, err = _run_cli(
+        ["explain", "gradient", "--model", "resnet18", "--data", "digits", "-o", str(tmp_path / "o.png")], capsys
+    )
     _assert_one_line_error(rc, err, "needs a digits model")
 
 
 # ---------------------------------------------------------------- the full command (needs the compiler)
 
+
 @needs_compiler
 def test_explain_grid_three_rules(tmp_path, capsys):
     out = tmp_path / "grid.png"
-    rc, stdout, err = _run_cli(["explain", "gradient", "lrp-zplus", "guided-backprop", "--model", "digits-cnn",
-                                "--data", "digits", "-n", "4", "-o", str(out)], capsys)
+    rc, stdout, err = _run_cli(
+        [
+            "explain",
+            "gradient",
+            "lrp-zplus",
+            "guided-backprop",
+            "--model",
+            "digits-cnn",
+            "--data",
+            "digits",
+            "-n",
+            "4",
+            "-o",
+            str(out),
+        ],
+        capsys,
+    )
     assert rc == 0, err
     assert out.is_file() and "wrote" in stdout
     w, h, img = _png_size(out)
@@ -156,23 +194,56 @@ def test_explain_grid_three_rules(tmp_path, capsys):
 @needs_compiler
 def test_explain_resnet_with_target(tmp_path, capsys):
     out = tmp_path / "r.png"
-    rc, _, err = _run_cli(["explain", "gradient", "--model", "digits-resnet", "--data", "digits", "-n", "2",
-                           "--target", "3", "--cell", "64", "-o", str(out)], capsys)
+    rc, _, err = _run_cli(
+        [
+            "explain",
+            "gradient",
+            "--model",
+            "digits-resnet",
+            "--data",
+            "digits",
+            "-n",
+            "2",
+            "--target",
+            "3",
+            "--cell",
+            "64",
+            "-o",
+            str(out),
+        ],
+        capsys,
+    )
     assert rc == 0, err
     assert _png_size(out)[:2] == grid_pixel_size(1, 2, cell=64)
 
 
 @needs_compiler
 def test_unknown_rule_is_one_line(tmp_path, capsys):
-    rc, _, err = _run_cli(["explain", "lrp-zplsu", "--data", "digits", "-n", "1",
-                           "-o", str(tmp_path / "o.png")], capsys)
+    rc, _, err = _run_cli(
+        ["explain", "lrp-zplsu", "--data", "digits", "-n", "1", "-o", str(tmp_path / "o.png")], capsys
+    )
     assert rc == 1 and "Traceback" not in err and err.strip()
     assert not (tmp_path / "o.png").exists()
 
 
 def test_cli_subprocess_error_has_no_traceback(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "rulelang.cli", "explain", "gradient", "--data", "digits",
-                        "--target", "-1", "-o", str(tmp_path / "o.png")],
-                       capture_output=True, text=True, cwd=str(ROOT))
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rulelang.cli",
+            "explain",
+            "gradient",
+            "--data",
+            "digits",
+            "--target",
+            "-1",
+            "-o",
+            str(tmp_path / "o.png"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=str(ROOT),
+    )
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == ["target -1 is out of range: digits-cnn has 10 classes (0..9)"]

@@ -1,4 +1,5 @@
 """rulelang.heatmap: channel reduction, the separate positive/negative percentile scaling, colours."""
+
 import matplotlib
 import numpy as np
 import pytest
@@ -25,14 +26,14 @@ def test_shape_range_and_dtype():
     u = heatmap(a, dtype="uint8")
     assert u.dtype == np.uint8 and u.shape == (20, 30, 3)
     assert np.abs(u.astype(float) / 255 - h).max() < 1 / 255 + 1e-9
-    assert heatmap(a[None]).shape == (20, 30, 3)              # a batch of one is accepted
-    assert heatmap(a.numpy()[0]).shape == (20, 30, 3)         # H×W numpy
+    assert heatmap(a[None]).shape == (20, 30, 3)  # a batch of one is accepted
+    assert heatmap(a.numpy()[0]).shape == (20, 30, 3)  # H×W numpy
 
 
 def test_channels_are_summed():
     a = torch.zeros(3, 4, 4)
-    a[0, 0, 0], a[1, 0, 0], a[2, 0, 0] = 2.0, -1.0, -0.5      # sums to +0.5: positive
-    a[0, 1, 1], a[1, 1, 1] = 1.0, -3.0                         # sums to -2: negative
+    a[0, 0, 0], a[1, 0, 0], a[2, 0, 0] = 2.0, -1.0, -0.5  # sums to +0.5: positive
+    a[0, 1, 1], a[1, 1, 1] = 1.0, -3.0  # sums to -2: negative
     r = reduce_channels(a)
     assert r[0, 0] == pytest.approx(0.5) and r[1, 1] == pytest.approx(-2.0)
     h = heatmap(a)
@@ -42,8 +43,8 @@ def test_channels_are_summed():
 def test_positive_and_negative_scaled_separately():
     rng = np.random.default_rng(0)
     a = np.zeros((40, 40))
-    a[:20] = rng.uniform(0, 1000, (20, 40))       # huge positive evidence
-    a[20:] = -rng.uniform(0, 1, (20, 40))        # tiny negative evidence
+    a[:20] = rng.uniform(0, 1000, (20, 40))  # huge positive evidence
+    a[20:] = -rng.uniform(0, 1, (20, 40))  # tiny negative evidence
     n = normalize_visual(a, 99.5)
     assert n.max() == pytest.approx(1.0) and n.min() == pytest.approx(-1.0)
     # a joint scaling would squash the negatives to ~-0.001; separately, they span [-1, 0]
@@ -53,11 +54,11 @@ def test_positive_and_negative_scaled_separately():
 
 def test_percentile_clips_outliers():
     a = np.linspace(0.01, 1, 10000).reshape(100, 100)
-    a[0, 0] = 1e6                                 # one extreme pixel
+    a[0, 0] = 1e6  # one extreme pixel
     n = normalize_visual(a, 99.5)
     assert n[0, 0] == 1.0
     assert n[50, 50] == pytest.approx(a[50, 50] / np.percentile(a, 99.5), rel=1e-6)
-    assert n[50, 50] > 0.4                        # not washed out by the outlier
+    assert n[50, 50] > 0.4  # not washed out by the outlier
     assert normalize_visual(a, 100)[50, 50] < 1e-5 + a[50, 50] / 1e6
     # with p = 100 the largest value maps exactly to 1
     assert normalize_visual(np.array([[1.0, 2.0, -4.0, -1.0]]), 100).tolist() == [[0.5, 1.0, -1.0, -0.25]]
@@ -66,7 +67,7 @@ def test_percentile_clips_outliers():
 def test_all_zero_and_one_sign_maps():
     assert np.allclose(heatmap(np.zeros((5, 5))), WHITE)
     h = heatmap(np.abs(np.random.default_rng(1).normal(size=(8, 8))) + 0.1)
-    assert np.all(h[..., 0] >= h[..., 2])          # all reddish, nothing blue
+    assert np.all(h[..., 0] >= h[..., 2])  # all reddish, nothing blue
     assert np.isfinite(heatmap(np.array([[np.nan, 1.0], [-np.inf, -1.0]]))).all()
 
 

@@ -1,4 +1,5 @@
 """Built-in models: committed weights reach >= 97 % on the digits test split; torchvision models and weight errors."""
+
 import subprocess
 import sys
 
@@ -48,6 +49,7 @@ def test_architectures_are_traceable_and_as_described():
     # the ResNet's skips are functional adds and its ReLUs functional
     graph = torch.fx.symbolic_trace(res).graph
     import operator
+
     adds = [n for n in graph.nodes if n.op == "call_function" and n.target in (operator.add, torch.add)]
     relus = [n for n in graph.nodes if n.op == "call_function" and n.target is F.relu]
     assert len(adds) >= 3 and len(relus) >= 6
@@ -112,6 +114,10 @@ def test_unknown_model_did_you_mean():
 
 
 def test_training_script_help():
-    out = subprocess.run([sys.executable, "examples/train_builtin_models.py", "--help"], capture_output=True,
-                         text=True, cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    out = subprocess.run(
+        [sys.executable, "examples/train_builtin_models.py", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]),
+    )
     assert out.returncode == 0 and "--epochs" in out.stdout

@@ -1,4 +1,5 @@
 """A non-editable install ships the grammar, the rule library and the built-in weights."""
+
 from __future__ import annotations
 
 import subprocess
@@ -10,14 +11,31 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_installed_package_finds_rules_and_weights(tmp_path: Path) -> None:
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(ROOT)], check=True, capture_output=True)
-    probe = ("import rulelang, rulelang.lang.library as L; "
-             "p = L.find_rule('lrp-zplus'); assert '_rules' in str(p), p; "
-             "assert len(L.list_rules()) >= 3; rulelang.load('lrp-epsilon'); "
-             "print(rulelang.__file__)")
-    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={"PYTHONPATH": str(target)},
-                         capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    probe = (
+        "import rulelang, rulelang.lang.library as L; "
+        "p = L.find_rule('lrp-zplus'); assert '_rules' in str(p), p; "
+        "assert len(L.list_rules()) >= 3; rulelang.load('lrp-epsilon'); "
+        "print(rulelang.__file__)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env={"PYTHONPATH": str(target)}, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     assert str(target) in out.stdout
     assert (target / "rulelang" / "models" / "weights" / "digits-cnn.pt").exists()

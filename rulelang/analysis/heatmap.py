@@ -1,7 +1,8 @@
 """Attribution heatmaps with the paper's visual normalisation (research/paper.md §4.1, ``normalize_visual``).
 
-    rgb = rulelang.heatmap(attribution[0])            # H×W×3 float in [0, 1], red = positive, blue = negative
+rgb = rulelang.heatmap(attribution[0])            # H×W×3 float in [0, 1], red = positive, blue = negative
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,8 +27,10 @@ def reduce_channels(attribution, reduce: str = "sum") -> np.ndarray:
     if a.ndim == 2:
         return a
     if a.ndim != 3:
-        raise RulelangError(f"heatmap needs one attribution of shape H×W or C×H×W, got shape {list(a.shape)} "
-                            f"(index a batch first: attribution[i])")
+        raise RulelangError(
+            f"heatmap needs one attribution of shape H×W or C×H×W, got shape {list(a.shape)} "
+            f"(index a batch first: attribution[i])"
+        )
     if reduce == "sum":
         return a.sum(0)
     if reduce == "mean":
@@ -35,7 +38,7 @@ def reduce_channels(attribution, reduce: str = "sum") -> np.ndarray:
     if reduce == "abs-sum":
         return np.abs(a).sum(0)
     if reduce == "norm":
-        return np.sqrt((a ** 2).sum(0))
+        return np.sqrt((a**2).sum(0))
     raise RulelangError(f"unknown channel reduction {reduce!r}: use sum, mean, abs-sum or norm")
 
 
@@ -61,8 +64,15 @@ def normalize_visual(a, percentile: float = 99.5) -> np.ndarray:
     return out
 
 
-def heatmap(attribution, cmap: str = "bwr", percentile: float = 99.5, reduce: str = "sum",
-            image=None, alpha: float = 0.0, dtype: str = "float") -> np.ndarray:
+def heatmap(
+    attribution,
+    cmap: str = "bwr",
+    percentile: float = 99.5,
+    reduce: str = "sum",
+    image=None,
+    alpha: float = 0.0,
+    dtype: str = "float",
+) -> np.ndarray:
     """An RGB picture of one attribution.
 
     `attribution`: H×W or C×H×W (torch or numpy; a leading batch dimension of 1 is dropped); channels are
@@ -88,8 +98,9 @@ def heatmap(attribution, cmap: str = "bwr", percentile: float = 99.5, reduce: st
             img = img.transpose(1, 2, 0)
         grey = img.mean(-1, keepdims=True) if img.ndim == 3 else img[..., None]
         if grey.shape[:2] != rgb.shape[:2]:
-            raise RulelangError(f"image size {list(grey.shape[:2])} differs from the attribution's "
-                                f"{list(rgb.shape[:2])}")
+            raise RulelangError(
+                f"image size {list(grey.shape[:2])} differs from the attribution's {list(rgb.shape[:2])}"
+            )
         rgb = alpha * np.clip(grey, 0, 1) + (1 - alpha) * rgb
     rgb = np.clip(rgb, 0.0, 1.0)
     if dtype == "uint8":

@@ -3,6 +3,7 @@
 Prints one summary line per valid file, every error and warning of the others (`FILE:LINE:COL: ...`, the
 source line, a caret and a hint), and exits 1 when any file has an error (warnings do not fail).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,22 +17,30 @@ from ..lang.printer import format_number
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="*", metavar="FILE",
-                        help="rule files or library names (default: every file of the library)")
-    parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
-                        help="override a parameter (repeatable), e.g. -p eps=1e-3")
+    parser.add_argument(
+        "files", nargs="*", metavar="FILE", help="rule files or library names (default: every file of the library)"
+    )
+    parser.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a parameter (repeatable), e.g. -p eps=1e-3",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only errors and warnings")
 
 
 def summary(rf: RuleFile, shown: str) -> str:
     """`rules/lrp-epsilon.yaml: ok  lrp-epsilon — 5 rules, params eps=1e-06`."""
-    parts = [f"{len(rf.rules)} rule{'s' if len(rf.rules) != 1 else ''}"
-             + (" + default" if rf.default is not None else "")]
+    parts = [
+        f"{len(rf.rules)} rule{'s' if len(rf.rules) != 1 else ''}" + (" + default" if rf.default is not None else "")
+    ]
     if rf.params:
         shown_params = ", ".join(
-            f"{k}=" + ("[" + ", ".join(format_number(x) for x in v) + "]" if isinstance(v, tuple)
-                       else format_number(v))  # type: ignore[arg-type]
-            for k, v in rf.params)
+            f"{k}=" + ("[" + ", ".join(format_number(x) for x in v) + "]" if isinstance(v, tuple) else format_number(v))  # type: ignore[arg-type]
+            for k, v in rf.params
+        )
         parts.append(f"params {shown_params}")
     if rf.streams != ("R",):
         parts.append(f"streams {', '.join(rf.streams)}")

@@ -4,16 +4,17 @@ Compiles each rule for the model, explains the inputs and writes one PNG grid: t
 then one row of heatmaps per rule (columns = images). Titles give the label (built-in data), the prediction and
 the explained class.
 """
+
 from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..errors import ModelError, RulelangError
+from ..errors import RulelangError
 
 #: layout of the grid, in pixels (figure dpi is fixed, so the PNG size is exactly `grid_pixel_size`)
 DPI = 100
@@ -28,29 +29,49 @@ class ExplainError(RulelangError):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rules", nargs="+", metavar="RULE",
-                        help="rule names from the rule library (lrp-zplus, gradient, ...) or rule file paths")
-    parser.add_argument("--model", "-m", default="digits-cnn",
-                        help="digits-cnn, digits-resnet or a torchvision name such as vgg16 (default: digits-cnn)")
-    parser.add_argument("--weights", metavar="PATH", help="state_dict file for the model (torchvision models "
-                        "start from random weights without it)")
+    parser.add_argument(
+        "rules",
+        nargs="+",
+        metavar="RULE",
+        help="rule names from the rule library (lrp-zplus, gradient, ...) or rule file paths",
+    )
+    parser.add_argument(
+        "--model",
+        "-m",
+        default="digits-cnn",
+        help="digits-cnn, digits-resnet or a torchvision name such as vgg16 (default: digits-cnn)",
+    )
+    parser.add_argument(
+        "--weights",
+        metavar="PATH",
+        help="state_dict file for the model (torchvision models start from random weights without it)",
+    )
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--image", metavar="FILE", action="append",
-                     help="a picture to explain (repeatable); resized to the model's input size")
-    src.add_argument("--data", choices=DATA_CHOICES,
-                     help="built-in inputs: the digits test split (RGB for the digits models) or the "
-                          "scikit-image sample photos")
+    src.add_argument(
+        "--image",
+        metavar="FILE",
+        action="append",
+        help="a picture to explain (repeatable); resized to the model's input size",
+    )
+    src.add_argument(
+        "--data",
+        choices=DATA_CHOICES,
+        help="built-in inputs: the digits test split (RGB for the digits models) or the scikit-image sample photos",
+    )
     parser.add_argument("-n", type=int, default=4, metavar="N", help="how many built-in inputs (default 4)")
-    parser.add_argument("--target", type=int, metavar="K",
-                        help="class to explain (default: each input's predicted class)")
+    parser.add_argument(
+        "--target", type=int, metavar="K", help="class to explain (default: each input's predicted class)"
+    )
     parser.add_argument("-o", "--output", required=True, metavar="OUT.png", help="the PNG to write")
     parser.add_argument("--cmap", default="bwr", help="matplotlib colormap (default bwr: red +, blue -)")
-    parser.add_argument("--percentile", type=float, default=99.5,
-                        help="visual normalisation percentile of each sign (default 99.5)")
+    parser.add_argument(
+        "--percentile", type=float, default=99.5, help="visual normalisation percentile of each sign (default 99.5)"
+    )
     parser.add_argument("--cell", type=int, default=128, help="size of one grid cell in pixels (default 128)")
 
 
 # --------------------------------------------------------------------------------------------------- inputs
+
 
 def load_image(path: str | os.PathLike, size: tuple[int, int]):
     """A picture file -> float32 3×H×W tensor in [0, 1] at `size` (grey is repeated, alpha dropped)."""
@@ -61,13 +82,14 @@ def load_image(path: str | os.PathLike, size: tuple[int, int]):
         raise ExplainError(f"image file not found: {path}")
     try:
         import skimage.io
+
         img = np.asarray(skimage.io.imread(str(path)))
     except Exception as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ExplainError(f"cannot read image {path}: {msg}") from None
     if img.ndim == 2:
         img = np.stack([img] * 3, -1)
-    elif img.ndim == 3 and img.shape[-1] in (2, 4):       # grey+alpha, RGBA
+    elif img.ndim == 3 and img.shape[-1] in (2, 4):  # grey+alpha, RGBA
         img = img[..., :-1]
         if img.shape[-1] == 1:
             img = np.repeat(img, 3, -1)
@@ -76,6 +98,7 @@ def load_image(path: str | os.PathLike, size: tuple[int, int]):
     if np.issubdtype(img.dtype, np.integer):
         img = img.astype(np.float64) / np.iinfo(img.dtype).max
     from skimage.transform import resize
+
     img = resize(img.astype(np.float64), size, order=1, anti_aliasing=True)
     return torch.from_numpy(np.clip(img, 0, 1).astype(np.float32).transpose(2, 0, 1))
 
@@ -96,8 +119,10 @@ def prepare_inputs(info, images: Sequence[str] | None, data: str | None, n: int)
             raise ExplainError(f"-n must be at least 1, got {n}")
         if data in ("digits", "digits-rgb"):
             if info.data is None or not info.data.startswith("digits"):
-                raise ExplainError(f"--data {data} needs a digits model (digits-cnn, digits-resnet), "
-                                   f"not {info.name}; use --data samples or --image")
+                raise ExplainError(
+                    f"--data {data} needs a digits model (digits-cnn, digits-resnet), "
+                    f"not {info.name}; use --data samples or --image"
+                )
             x, y = builtin_data(info.data, "test")
             if n > len(x):
                 raise ExplainError(f"-n {n} is more than the {len(x)} test digits")
@@ -116,14 +141,21 @@ def prepare_inputs(info, images: Sequence[str] | None, data: str | None, n: int)
 
 # --------------------------------------------------------------------------------------------------- grid
 
+
 def grid_pixel_size(n_rules: int, n_images: int, cell: int = 128) -> tuple[int, int]:
     """(width, height) in pixels of the PNG that :func:`draw_grid` writes."""
     return LABEL_WIDTH + n_images * cell, TITLE_HEIGHT + (n_rules + 1) * cell
 
 
-def draw_grid(images, attributions: Mapping[str, object], path: str | os.PathLike,
-              titles: Sequence[str] | None = None, cell: int = 128, cmap: str = "bwr",
-              percentile: float = 99.5) -> tuple[int, int]:
+def draw_grid(
+    images,
+    attributions: Mapping[str, object],
+    path: str | os.PathLike,
+    titles: Sequence[str] | None = None,
+    cell: int = 128,
+    cmap: str = "bwr",
+    percentile: float = 99.5,
+) -> tuple[int, int]:
     """Write a PNG grid: row 0 the input `images` (N×3×H×W or N×H×W×3 in [0, 1]), then one row of heatmaps per
     entry of `attributions` (rule name -> N×C×H×W tensor/array). Returns the (width, height) in pixels,
     which is exactly :func:`grid_pixel_size`."""
@@ -144,7 +176,7 @@ def draw_grid(images, attributions: Mapping[str, object], path: str | os.PathLik
         if len(att) != n:
             raise RulelangError(f"{rule}: {len(att)} attributions for {n} images")
     width, height = grid_pixel_size(len(attributions), n, cell)
-    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)      # Agg canvas; no pyplot global state
+    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)  # Agg canvas; no pyplot global state
     FigureCanvasAgg(fig)
     inner = max(cell - GAP, 1)
 
@@ -163,8 +195,14 @@ def draw_grid(images, attributions: Mapping[str, object], path: str | os.PathLik
     for j in range(n):
         axes(0, j).imshow(np.clip(imgs[j], 0, 1), interpolation="nearest")
         if titles is not None:
-            fig.text((LABEL_WIDTH + (j + 0.5) * cell) / width, 1 - (TITLE_HEIGHT - 6) / height, titles[j],
-                     ha="center", va="bottom", fontsize=8)
+            fig.text(
+                (LABEL_WIDTH + (j + 0.5) * cell) / width,
+                1 - (TITLE_HEIGHT - 6) / height,
+                titles[j],
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
     for i, (rule, att) in enumerate(attributions.items(), start=1):
         row_label(i, _short(rule))
         for j in range(n):
@@ -176,10 +214,11 @@ def draw_grid(images, attributions: Mapping[str, object], path: str | os.PathLik
 
 def _short(rule: str, limit: int = 18) -> str:
     name = Path(rule).stem if rule.endswith((".yaml", ".yml")) else rule
-    return name if len(name) <= limit else name[:limit - 1] + "…"
+    return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
 # --------------------------------------------------------------------------------------------------- command
+
 
 def _check_rule_paths(rules: Sequence[str]) -> None:
     for rule in rules:
@@ -198,15 +237,16 @@ def run(args: argparse.Namespace) -> int:
         raise ExplainError(f"output must be a .png file, got {args.output}")
     if args.cell < 16:
         raise ExplainError(f"--cell must be at least 16 pixels, got {args.cell}")
-    info = model_info(args.model)                       # unknown model -> ModelError with did-you-mean
+    info = model_info(args.model)  # unknown model -> ModelError with did-you-mean
     model = builtin_model(args.model, weights=args.weights)
     x, display, names, labels = prepare_inputs(info, args.image, args.data, args.n)
     with torch.no_grad():
         logits = model(x)
     n_classes = logits.shape[1]
     if args.target is not None and not 0 <= args.target < n_classes:
-        raise ExplainError(f"target {args.target} is out of range: {args.model} has {n_classes} classes "
-                           f"(0..{n_classes - 1})")
+        raise ExplainError(
+            f"target {args.target} is out of range: {args.model} has {n_classes} classes (0..{n_classes - 1})"
+        )
     preds = logits.argmax(1).tolist()
     try:
         from .. import compile as compile_rules
@@ -226,10 +266,10 @@ def run(args: argparse.Namespace) -> int:
         if args.target is not None:
             parts.append(f"expl {args.target}")
         titles.append(", ".join(parts))
-    w, h = draw_grid(display, attributions, args.output, titles=titles, cell=args.cell, cmap=args.cmap,
-                     percentile=args.percentile)
-    print(f"wrote {args.output} ({w}x{h} px: {len(attributions)} rule(s) x {len(names)} image(s), "
-          f"model {args.model})")
+    w, h = draw_grid(
+        display, attributions, args.output, titles=titles, cell=args.cell, cmap=args.cmap, percentile=args.percentile
+    )
+    print(f"wrote {args.output} ({w}x{h} px: {len(attributions)} rule(s) x {len(names)} image(s), model {args.model})")
     return 0
 
 

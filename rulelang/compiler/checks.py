@@ -1,5 +1,6 @@
 """Compile-time checks: run the explaining graph on meta tensors, so shape errors in rule bodies are reported
 with the rule file's line before any real tensor is touched."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -36,11 +37,13 @@ class _NoMeta(Exception):
 
 
 def _meta_state(gm: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: torch.empty_like(v, device="meta") for k, v in
-            list(gm.named_parameters(remove_duplicate=False)) + list(gm.named_buffers(remove_duplicate=False))}
+    return {
+        k: torch.empty_like(v, device="meta")
+        for k, v in list(gm.named_parameters(remove_duplicate=False)) + list(gm.named_buffers(remove_duplicate=False))
+    }
 
 
-def check_graph(explainer: "Explainer", example_input: torch.Tensor) -> None:
+def check_graph(explainer: Explainer, example_input: torch.Tensor) -> None:
     """Builds the explain graph and runs it on meta tensors (skipped where an op has no meta kernel)."""
     key = ("explain", None, False)
     gm = explainer._build(*key)
@@ -48,8 +51,7 @@ def check_graph(explainer: "Explainer", example_input: torch.Tensor) -> None:
     x = torch.empty_like(example_input, device="meta")
     args: list[Any] = [x, None]
     if explainer.rules.reference:
-        args.append(torch.empty_like(example_input, device="meta") if explainer.rules.reference == "input"
-                    else None)
+        args.append(torch.empty_like(example_input, device="meta") if explainer.rules.reference == "input" else None)
     try:
         with torch.no_grad():
             if cache is not None:

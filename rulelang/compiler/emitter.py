@@ -2,10 +2,12 @@
 
 Values are `fx.Node`s (tensors at run time) or Python numbers (constants folded at build time).
 """
+
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.fx as fx
@@ -21,8 +23,20 @@ class _No:
 
 _NO = _No()
 
-_FOLD = {operator.add, operator.sub, operator.mul, operator.truediv, operator.pow, operator.neg,
-         operator.gt, operator.ge, operator.lt, operator.le, operator.eq, operator.ne}
+_FOLD = {
+    operator.add,
+    operator.sub,
+    operator.mul,
+    operator.truediv,
+    operator.pow,
+    operator.neg,
+    operator.gt,
+    operator.ge,
+    operator.lt,
+    operator.le,
+    operator.eq,
+    operator.ne,
+}
 
 
 class Emitter:
@@ -31,7 +45,7 @@ class Emitter:
     def __init__(self) -> None:
         self.graph = fx.Graph()
         self._memo: dict[Any, fx.Node] = {}
-        self.pos: Pos | None = None      # position of the rule-file expression being lowered
+        self.pos: Pos | None = None  # position of the rule-file expression being lowered
         self.op_name: str | None = None  # model op being lowered
         self.nonneg: set[fx.Node] = set()  # sign facts: values known to be >= 0 (ReLU outputs, x.pos, ...)
 
@@ -80,8 +94,13 @@ class Emitter:
 
     def copy(self, node: fx.Node, arg_map: Callable[[fx.Node], Value], **changes: Any) -> fx.Node:
         """Replays an fx node of the traced model (target, args and kwargs mapped)."""
-        new = self._node(changes.get("op", node.op), changes.get("target", node.target),
-                         fx.node.map_arg(node.args, arg_map), fx.node.map_arg(node.kwargs, arg_map), name=node.name)
+        new = self._node(
+            changes.get("op", node.op),
+            changes.get("target", node.target),
+            fx.node.map_arg(node.args, arg_map),
+            fx.node.map_arg(node.kwargs, arg_map),
+            name=node.name,
+        )
         new.meta.setdefault("source_node", node.name)
         return new
 

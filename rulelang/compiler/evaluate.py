@@ -1,8 +1,10 @@
 """Lowers rule-language expressions (AST) to graph nodes in a scope of named values."""
+
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.fx as fx
@@ -17,15 +19,32 @@ Value = Any
 Thunk = Callable[[], Value]
 
 _BINARY: dict[str, Callable[[Any, Any], Any]] = {
-    "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "**": operator.pow,
-    "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt,
-    ">=": operator.ge, "&": operator.and_, "|": operator.or_,
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": operator.truediv,
+    "**": operator.pow,
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "&": operator.and_,
+    "|": operator.or_,
 }
 
 _UNARY_FUNCS: dict[str, Callable[..., Any]] = {
-    "sign": torch.sign, "exp": torch.exp, "log": torch.log, "sqrt": torch.sqrt, "ones_like": torch.ones_like,
-    "zeros_like": torch.zeros_like, "sum": prims.per_sample_sum, "mean": prims.per_sample_mean,
-    "max": prims.per_sample_max, "min": prims.per_sample_min,
+    "sign": torch.sign,
+    "exp": torch.exp,
+    "log": torch.log,
+    "sqrt": torch.sqrt,
+    "ones_like": torch.ones_like,
+    "zeros_like": torch.zeros_like,
+    "sum": prims.per_sample_sum,
+    "mean": prims.per_sample_mean,
+    "max": prims.per_sample_max,
+    "min": prims.per_sample_min,
 }
 
 
@@ -38,10 +57,16 @@ def error_at(node: Any, message: str, hint: str | None = None) -> RuleError:
 class Scope:
     """Names visible to one body: lazily computed values (thunks), plus defines and locals."""
 
-    def __init__(self, em: Emitter, names: dict[str, Thunk], defines: dict[str, A.Expr],
-                 calls: dict[str, Callable[..., Value]] | None = None, where: str = "",
-                 attr: Callable[[A.Expr, str], Value] | None = None,
-                 inputs: dict[str, Callable[[int, A.Expr], Value]] | None = None) -> None:
+    def __init__(
+        self,
+        em: Emitter,
+        names: dict[str, Thunk],
+        defines: dict[str, A.Expr],
+        calls: dict[str, Callable[..., Value]] | None = None,
+        where: str = "",
+        attr: Callable[[A.Expr, str], Value] | None = None,
+        inputs: dict[str, Callable[[int, A.Expr], Value]] | None = None,
+    ) -> None:
         self.em = em
         self._thunks = names
         self._defines = defines

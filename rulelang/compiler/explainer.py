@@ -1,4 +1,5 @@
 """`rulelang.compile(model, rules, example_input=x)` and the explaining model it returns."""
+
 from __future__ import annotations
 
 import re
@@ -27,6 +28,7 @@ from .ops import inplace_free
 class Explanation:
     """What `Explainer.explain` returns: the model output, the attribution at the input, and (with `keep`) the
     relevance at each node's output keyed by node name (a dict of streams for multi-stream rules)."""
+
     output: torch.Tensor
     attribution: torch.Tensor
     relevances: dict[str, Any] = field(default_factory=dict)
@@ -40,8 +42,17 @@ class Explainer(nn.Module):
     moves those shared parameters, i.e. the model, too.
     """
 
-    def __init__(self, graph: OpGraph, plan: Plan, rules: A.RuleFile, cache_parameters: bool = False) -> None:
+    def __init__(
+        self,
+        graph: OpGraph,
+        plan: Plan,
+        rules: A.RuleFile,
+        cache_parameters: bool = False,
+        input_bounds: tuple[Any, Any] | None = None,
+    ) -> None:
         super().__init__()
+        #: (lo, hi) of the model input, scalars or per channel, when the caller declared them (static analysis)
+        self.input_bounds = input_bounds
         self.cache_parameters = cache_parameters
         self.model = graph.gm
         self.rules = rules
@@ -98,8 +109,11 @@ class Explainer(nn.Module):
         lw.forward_quantities()
         y = lw.value(og.output)
         if mode == "explain":
-            init_scope = lw.io_scope({"y": lambda: y, "target": lambda: em.call(prims.one_hot, y, target),
-                                      "y0": lambda: lw._ref(og.output)}, like=lambda: y, where="in `init:`")
+            init_scope = lw.io_scope(
+                {"y": lambda: y, "target": lambda: em.call(prims.one_hot, y, target), "y0": lambda: lw._ref(og.output)},
+                like=lambda: y,
+                where="in `init:`",
+            )
             seeds = {}
             for s, block in rf.init:
                 v = init_scope.block(block)
@@ -108,9 +122,11 @@ class Explainer(nn.Module):
             op = og.op(at)  # type: ignore[arg-type]
             seeds = {(s, op.out): injected for s in rf.streams}
         at_input, kept = lw.relevance(seeds, keep)
-        final_scope = lw.io_scope({"x": lambda: x, "x0": lambda: lw._ref(og.input),
-                                   **{s: (lambda v=v: v) for s, v in at_input.items()}},
-                                  like=lambda: x, where="in `final:`")
+        final_scope = lw.io_scope(
+            {"x": lambda: x, "x0": lambda: lw._ref(og.input), **{s: (lambda v=v: v) for s, v in at_input.items()}},
+            like=lambda: x,
+            where="in `final:`",
+        )
         attribution = final_scope.block(rf.final)
         if not isinstance(attribution, fx.Node):
             attribution = em.call(torch.full_like, x, float(attribution))
@@ -148,11 +164,16 @@ class Explainer(nn.Module):
     def fit_targets(self) -> list[tuple[A.Fit, Any]]:
         """(fit spec, op) pairs: every dense/conv op each `fit:` entry applies to."""
         from .match import selector_matches
+
         out = []
         for spec in self.rules.fit:
             for op in self._graph.ops:
-                if op.kind in ("dense", "conv") and (spec.match is None and op.kind in ("dense", "conv")
-                                                     or spec.match is not None and selector_matches(spec.match, op)):
+                if op.kind in ("dense", "conv") and (
+                    spec.match is None
+                    and op.kind in ("dense", "conv")
+                    or spec.match is not None
+                    and selector_matches(spec.match, op)
+                ):
                     out.append((spec, op))
         return out
 
@@ -163,9 +184,11 @@ class Explainer(nn.Module):
         have = self._fitted_names()
         missing = [f"{spec.name} at {op.name}" for spec, op in self.fit_targets() if (spec.name, op.name) not in have]
         if missing:
-            raise RulelangError(f"rule file {self.rules.name!r} needs statistics fitted from data "
-                                f"({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}): run "
-                                "rulelang.fit(explainer, data) first, or compile with fitted=PATH")
+            raise RulelangError(
+                f"rule file {self.rules.name!r} needs statistics fitted from data "
+                f"({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}): run "
+                "rulelang.fit(explainer, data) first, or compile with fitted=PATH"
+            )
 
     def set_fitted(self, fitted: dict[tuple[str, str], torch.Tensor]) -> None:
         """Installs fitted statistics {(name, node): tensor} (shapes checked against the node's weight)."""
@@ -180,19 +203,26 @@ class Explainer(nn.Module):
     def save_fitted(self, path: str | Path) -> None:
         """Saves the fitted statistics (load them with `compile(..., fitted=path)` or `load_fitted`)."""
         from .fitting import save_fitted
-        save_fitted({tuple(k.split("__", 1)): v for k, v in self.fitted.named_buffers()},  # type: ignore[misc]
-                    self.rules.name, path)
+
+        save_fitted(
+            {tuple(k.split("__", 1)): v for k, v in self.fitted.named_buffers()},  # type: ignore[misc]
+            self.rules.name,
+            path,
+        )
 
     def load_fitted(self, path: str | Path) -> None:
         from .fitting import load_fitted
+
         self.set_fitted(load_fitted(path))
 
     def _eager_params(self, names: list[str]) -> dict[str, dict[str, torch.Tensor]]:
         gm = self._build("params", tuple(names), False)
         with torch.no_grad():
             out = gm(torch.empty(0))
-        return {n: {k: (v if isinstance(v, torch.Tensor) else torch.tensor(v)) for k, v in d.items()}
-                for n, d in out.items()}
+        return {
+            n: {k: (v if isinstance(v, torch.Tensor) else torch.tensor(v)) for k, v in d.items()}
+            for n, d in out.items()
+        }
 
     def _activations(self, x: torch.Tensor, names: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         gm = self._build("acts", tuple(names), False)
@@ -201,6 +231,7 @@ class Explainer(nn.Module):
 
     def _hyper(self, op: Any) -> dict[str, Any]:
         from .ops import Linear
+
         lw = Lowering(self._graph, self.plan, self.rules, self._const_names, self._module_targets, {})
         h = dict(Linear().hyper(lw, op))
         if op.kind == "conv":
@@ -226,8 +257,9 @@ class Explainer(nn.Module):
         """The attribution for `x` (same shape); target: int, tensor of ints per sample, or None (argmax)."""
         return self.explain(x, target, reference=reference).attribution
 
-    def explain(self, x: torch.Tensor, target: Any = None, keep: str | None = None,
-                reference: torch.Tensor | None = None) -> Explanation:
+    def explain(
+        self, x: torch.Tensor, target: Any = None, keep: str | None = None, reference: torch.Tensor | None = None
+    ) -> Explanation:
         """Output, attribution and, with keep="all", the relevance at every node's output."""
         key = ("explain", None, keep == "all")
         gm = self._build(*key)
@@ -235,8 +267,14 @@ class Explainer(nn.Module):
         out = self._run(gm, *args, key=key)
         return Explanation(out["output"], out["attribution"], out["relevances"])
 
-    def propagate(self, x: torch.Tensor, at: str, relevance: torch.Tensor, keep: str | None = None,
-                  reference: torch.Tensor | None = None) -> Explanation:
+    def propagate(
+        self,
+        x: torch.Tensor,
+        at: str,
+        relevance: torch.Tensor,
+        keep: str | None = None,
+        reference: torch.Tensor | None = None,
+    ) -> Explanation:
         """Injects `relevance` at the output of node `at` and propagates it down to the input."""
         try:
             self._graph.op(at)
@@ -258,23 +296,40 @@ class Explainer(nn.Module):
         return code
 
     @property
+    def graph(self) -> OpGraph:
+        """The model as ops (name, kind, inputs, output shape, first/last) in execution order; read-only."""
+        return self._graph
+
+    @property
     def nodes(self) -> list[str]:
         """Names of the model's ops, in execution order."""
         return [op.name for op in self._graph.ops]
 
 
-def compile(model: nn.Module, rules: str | Path | A.RuleFile, example_input: torch.Tensor, *,
-            leaf_modules: LeafSpec = (), fold_batchnorm: bool = True, check: bool = True,
-            fitted: str | Path | dict | None = None, cache_parameters: bool = False, **params: Any) -> Explainer:
+def compile(
+    model: nn.Module,
+    rules: str | Path | A.RuleFile,
+    example_input: torch.Tensor,
+    *,
+    leaf_modules: LeafSpec = (),
+    fold_batchnorm: bool = True,
+    check: bool = True,
+    fitted: str | Path | dict | None = None,
+    cache_parameters: bool = False,
+    input_bounds: tuple[Any, Any] | None = None,
+    **params: Any,
+) -> Explainer:
     """Compiles `model` + a rule file (library name, path, or loaded RuleFile) into an `Explainer`.
 
     `params` override the rule file's parameters; `fitted` loads statistics saved by `save_fitted` (rules
     with `fit:`; otherwise run `rulelang.fit`). `cache_parameters=True` computes tensors derived from the
     weights alone (w.pos, folded BatchNorm, ...) once, and again only when a parameter's storage or version
     changes (in-place edits through `.data` are invisible to versions: call `explainer.refresh()` then).
-    Fails closed when a node of the model matches no rule.
+    `input_bounds=(lo, hi)` (scalars or one value per channel) declares the range of the model input for the
+    static analysis (`rulelang.analysis.static`). Fails closed when a node of the model matches no rule.
     """
     from ..lang.loader import load
+
     if isinstance(rules, A.RuleFile):
         rf = load(rules.path, **params) if params and rules.path else rules
     else:
@@ -282,7 +337,7 @@ def compile(model: nn.Module, rules: str | Path | A.RuleFile, example_input: tor
     gm = trace(model, example_input, leaf_modules)
     graph = build_opgraph(gm, fold_batchnorm=fold_batchnorm)
     plan = match(graph, rf)
-    explainer = Explainer(graph, plan, rf, cache_parameters=cache_parameters)
+    explainer = Explainer(graph, plan, rf, cache_parameters=cache_parameters, input_bounds=input_bounds)
     if fitted is not None:
         if isinstance(fitted, dict):
             explainer.set_fitted(fitted)

@@ -8,10 +8,12 @@ following ReLU's output > 0, or ones when no ReLU follows),
 
 where E_m averages over the masked samples (conv: every spatial position is a sample) and E over all.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -57,21 +59,32 @@ def _samples(op: Op, x: torch.Tensor, z: torch.Tensor, hyper: dict[str, Any]) ->
     if op.kind == "dense":
         return x.reshape(-1, x.shape[-1]), z.reshape(-1, z.shape[-1])
     if hyper["dim"] != 2 or hyper["groups"] != 1 or isinstance(hyper["padding"], str):
-        raise CompileError(f"fitting patterns supports 2-d convolutions with groups=1 and numeric padding; node "
-                           f"{op.name} has {hyper['dim']}-d, groups={hyper['groups']}, padding={hyper['padding']!r}")
+        raise CompileError(
+            f"fitting patterns supports 2-d convolutions with groups=1 and numeric padding; node "
+            f"{op.name} has {hyper['dim']}-d, groups={hyper['groups']}, padding={hyper['padding']!r}"
+        )
     k = hyper["kernel"]
     cols = F.unfold(x, k, dilation=hyper["dilation"], padding=hyper["padding"], stride=hyper["stride"])
     return cols.transpose(1, 2).reshape(-1, cols.shape[1]), z.flatten(2).transpose(1, 2).reshape(-1, z.shape[1])
 
 
-def fit(explainer_or_rules: Any, model: Any = None, data: Iterable[Any] | None = None, *,
-        max_batches: int | None = None, progress: bool = True, **params: Any):
+def fit(
+    explainer_or_rules: Any,
+    model: Any = None,
+    data: Iterable[Any] | None = None,
+    *,
+    max_batches: int | None = None,
+    progress: bool = True,
+    **params: Any,
+):
     """Estimates the rule file's `fit:` statistics in one pass over `data` and returns the explainer.
 
     `rulelang.fit(explainer, data)` or `rulelang.fit("pattern-net", model, data)`; `data` yields input
     tensors or (input, label) pairs.
     """
-    from .explainer import Explainer, compile as compile_
+    from .explainer import Explainer
+    from .explainer import compile as compile_
+
     if isinstance(explainer_or_rules, Explainer):
         explainer = explainer_or_rules
         if data is None and not isinstance(model, torch.nn.Module):
@@ -103,8 +116,7 @@ def fit(explainer_or_rules: Any, model: Any = None, data: Iterable[Any] | None =
             else:
                 mask = torch.ones_like(zs, dtype=torch.bool)
             stats[(f.name, op.name)].update(xs, mask)
-    fitted = {key: s.pattern(weights[key[1]]["w"].shape).to(weights[key[1]]["w"].dtype)
-              for key, s in stats.items()}
+    fitted = {key: s.pattern(weights[key[1]]["w"].shape).to(weights[key[1]]["w"].dtype) for key, s in stats.items()}
     explainer.set_fitted(fitted)
     return explainer
 
@@ -116,8 +128,10 @@ def _first_input(data: Iterable[Any]) -> torch.Tensor:
 
 
 def save_fitted(fitted: dict[tuple[str, str], torch.Tensor], rules: str, path: str | Path) -> None:
-    torch.save({"rulelang_fit": 1, "rules": rules,
-                "fitted": {f"{k[0]}/{k[1]}": v.detach().cpu() for k, v in fitted.items()}}, path)
+    torch.save(
+        {"rulelang_fit": 1, "rules": rules, "fitted": {f"{k[0]}/{k[1]}": v.detach().cpu() for k, v in fitted.items()}},
+        path,
+    )
 
 
 def load_fitted(path: str | Path) -> dict[tuple[str, str], torch.Tensor]:

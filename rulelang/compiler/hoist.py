@@ -4,6 +4,7 @@
 buffers alone, and `main`, which receives their results as extra inputs. `ParameterCache` reruns `derive`
 only when a parameter's storage or version counter changes.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -17,8 +18,11 @@ def _static_nodes(graph: fx.Graph) -> set[fx.Node]:
     for n in graph.nodes:
         if n.op == "get_attr":
             static.add(n)
-        elif n.op in ("call_function", "call_method") and n.all_input_nodes \
-                and all(a in static for a in n.all_input_nodes):
+        elif (
+            n.op in ("call_function", "call_method")
+            and n.all_input_nodes
+            and all(a in static for a in n.all_input_nodes)
+        ):
             static.add(n)
     return static
 
@@ -28,8 +32,7 @@ def split_static(gm: fx.GraphModule, root: torch.nn.Module) -> tuple[fx.GraphMod
     input names (None and [] when there is nothing to hoist)."""
     graph = gm.graph
     static = _static_nodes(graph)
-    frontier = [n for n in graph.nodes if n in static and n.op != "get_attr"
-                and any(u not in static for u in n.users)]
+    frontier = [n for n in graph.nodes if n in static and n.op != "get_attr" and any(u not in static for u in n.users)]
     if not frontier:
         return None, []
     derive = fx.Graph()
@@ -71,8 +74,9 @@ class ParameterCache:
 
     def values(self) -> dict[str, Any]:
         tensors = [self._fetch(t) for t in self._attrs]
-        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) if isinstance(t, torch.Tensor) else id(t)
-                    for t in tensors)
+        key = tuple(
+            (t.data_ptr(), t._version, t.dtype, t.device) if isinstance(t, torch.Tensor) else id(t) for t in tensors
+        )
         if key != self._key:
             with torch.no_grad():
                 self._values = self.derive()
@@ -82,5 +86,3 @@ class ParameterCache:
     def clear(self) -> None:
         self._key = None
         self._values = ()
-
-

@@ -4,10 +4,12 @@ Graph layout: forward pass (and a reference pass when the rule file declares `re
 quantities, the seed (`init:`) at the output or the injected relevance (`propagate`), the relevance pass in
 reverse topological order with relevance summed over consumers, and `final:` at the model input.
 """
+
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.fx as fx
@@ -29,8 +31,15 @@ _KEEPS_SIGN = frozenset({"maxpool", "avgpool", "reshape", "cat", "dropout", "ide
 class Lowering:
     """Builds one graph; `part` selects which forward pass (`main` or `ref`) `value()` reads."""
 
-    def __init__(self, graph: OpGraph, plan: Plan, rf: A.RuleFile, consts: dict[str, str],
-                 module_targets: dict[str, str], fitted: dict[tuple[str, str], str] | None = None) -> None:
+    def __init__(
+        self,
+        graph: OpGraph,
+        plan: Plan,
+        rf: A.RuleFile,
+        consts: dict[str, str],
+        module_targets: dict[str, str],
+        fitted: dict[tuple[str, str], str] | None = None,
+    ) -> None:
         self.og = graph
         self.gm = graph.gm
         self.plan = plan
@@ -41,12 +50,12 @@ class Lowering:
         self._params: dict[str, dict[str, Value]] = {}
         self._replays: dict[str, Any] = {}
         self.fwdq: dict[tuple[fx.Node, str, str], Value] = {}
-        self.aux: dict[tuple[str, str], Value] = {}   # (part, op) -> extra forward results (max-pool switches)
-        self.consts = consts                  # param name -> root attribute holding its tensor
+        self.aux: dict[tuple[str, str], Value] = {}  # (part, op) -> extra forward results (max-pool switches)
+        self.consts = consts  # param name -> root attribute holding its tensor
         self.module_targets = module_targets  # traced module path -> root attribute (in-place-free clones)
         self.params = dict(rf.params)
         self.defines = dict(rf.define)
-        self.fitted = fitted or {}                # (fit name, op name) -> root attribute
+        self.fitted = fitted or {}  # (fit name, op name) -> root attribute
 
     # --------------------------------------------------------------------------------- helpers for ops.py
     def value(self, n: fx.Node) -> Value:
@@ -94,8 +103,11 @@ class Lowering:
                 op = by_out[n]
                 self.em.op_name = op.name
                 env[n] = impl_for(op).forward(self, op)
-                if op.kind == "relu" or (op.kind in _KEEPS_SIGN and isinstance(env[n], fx.Node)
-                                         and all(env[i] in self.em.nonneg for i in op.inputs)):
+                if op.kind == "relu" or (
+                    op.kind in _KEEPS_SIGN
+                    and isinstance(env[n], fx.Node)
+                    and all(env[i] in self.em.nonneg for i in op.inputs)
+                ):
                     self.em.nonneg.add(env[n])
             elif n.op == "get_attr":
                 env[n] = self.em.get_attr(f"model.{n.target}")
@@ -112,8 +124,9 @@ class Lowering:
                 scope = self.node_scope(op, rule, 0, relevance={})
                 self.fwdq[(op.out, name, "main")] = scope.eval(expr)
 
-    def relevance(self, seeds: dict[tuple[str, fx.Node], Value], keep: bool,
-                  stop_below: set[fx.Node] | None = None) -> tuple[dict[str, Value], dict[str, dict[str, Value]]]:
+    def relevance(
+        self, seeds: dict[tuple[str, fx.Node], Value], keep: bool, stop_below: set[fx.Node] | None = None
+    ) -> tuple[dict[str, Value], dict[str, dict[str, Value]]]:
         """Propagates stream relevances from `seeds` down to the input; returns it and the kept relevances."""
         contrib: dict[tuple[str, fx.Node], list[Value]] = {k: [v] for k, v in seeds.items()}
         kept: dict[str, dict[str, Value]] = {}
@@ -153,9 +166,9 @@ class Lowering:
         for name, v in self.params.items():
             if isinstance(v, (list, tuple)):
                 attr = self.consts[name]
-                out[name] = (lambda a=attr: self.em.call(prims.channel_param, self.em.get_attr(a), like()))
+                out[name] = lambda a=attr: self.em.call(prims.channel_param, self.em.get_attr(a), like())
             else:
-                out[name] = (lambda v=v: v)
+                out[name] = lambda v=v: v
         return out
 
     def _ref(self, n: fx.Node, node: A.Expr | None = None) -> Value:
@@ -173,37 +186,57 @@ class Lowering:
         def need_params(name: str) -> Callable[[], Value]:
             def get() -> Value:
                 if not impl.parametric:
-                    raise error_at(_current(em), f"`{name}` is not defined {where}: only dense, conv and affine "
-                                                 "nodes have weights")
+                    raise error_at(
+                        _current(em), f"`{name}` is not defined {where}: only dense, conv and affine nodes have weights"
+                    )
                 return self.params_of(op)[name]
+
             return get
 
         names: dict[str, Callable[[], Value]] = {
-            "x": (lambda: xs[i]), "y": (lambda: self.value(op.out)), "i": (lambda: i),
-            "w": need_params("w"), "b": need_params("b"),
-            "x0": (lambda: self._ref(op.inputs[i], _current(em))), "y0": (lambda: self._ref(op.out, _current(em))),
+            "x": (lambda: xs[i]),
+            "y": (lambda: self.value(op.out)),
+            "i": (lambda: i),
+            "w": need_params("w"),
+            "b": need_params("b"),
+            "x0": (lambda: self._ref(op.inputs[i], _current(em))),
+            "y0": (lambda: self._ref(op.out, _current(em))),
             **self._param_thunks(lambda: xs[i]),
         }
         for s, v in relevance.items():
-            names[s] = (lambda v=v: v)
+            names[s] = lambda v=v: v
         for spec in self.rf.fit:
             attr = self.fitted.get((spec.name, op.name))
-            names[spec.name] = (lambda a=attr, n=spec.name: self.em.get_attr(a) if a else _raise(
-                error_at(_current(em), f"`{n}` was not fitted {where}: its `fit:` entry does not cover this node")))
+            names[spec.name] = lambda a=attr, n=spec.name: (
+                self.em.get_attr(a)
+                if a
+                else _raise(
+                    error_at(_current(em), f"`{n}` was not fitted {where}: its `fit:` entry does not cover this node")
+                )
+            )
+
         def input_at(j: Any, e: A.Expr) -> int:
             if not isinstance(j, int) or not 0 <= j < len(xs):
                 raise error_at(e, f"input index {j!r} out of range {where}: it has {len(xs)} input(s)")
             return j
 
-        scope = Scope(em, names, self.defines, where=where, attr=lambda base, attr: self._fwd_attr(op, i, base, attr),
-                      inputs={"x": lambda j, e: xs[input_at(j, e)],
-                              "x0": lambda j, e: self._ref(op.inputs[input_at(j, e)], e)})
+        scope = Scope(
+            em,
+            names,
+            self.defines,
+            where=where,
+            attr=lambda base, attr: self._fwd_attr(op, i, base, attr),
+            inputs={"x": lambda j, e: xs[input_at(j, e)], "x0": lambda j, e: self._ref(op.inputs[input_at(j, e)], e)},
+        )
 
         def substitutions(e: A.Call, sc: Scope) -> dict[str, Value]:
             kw = {k: sc.eval(v) for k, v in e.kwargs}
             if kw and not impl.parametric:
-                raise error_at(e, f"`{e.func}(..., {', '.join(f'{k}=' for k in kw)})` substitutes weights, but "
-                                  f"node {op.name} (kind {op.kind}) has none: only dense, conv and affine nodes do")
+                raise error_at(
+                    e,
+                    f"`{e.func}(..., {', '.join(f'{k}=' for k in kw)})` substitutes weights, but "
+                    f"node {op.name} (kind {op.kind}) has none: only dense, conv and affine nodes do",
+                )
             return kw
 
         def layer(e: A.Call, sc: Scope) -> Value:
@@ -236,15 +269,22 @@ class Lowering:
         """`x.name` / `x[j].name`: a forward quantity of the op producing that input."""
         if isinstance(base, A.Name) and base.id == "x":
             src = op.inputs[i]
-        elif isinstance(base, A.Index) and isinstance(base.value, A.Name) and base.value.id == "x" \
-                and isinstance(base.index, A.Num):
+        elif (
+            isinstance(base, A.Index)
+            and isinstance(base.value, A.Name)
+            and base.value.id == "x"
+            and isinstance(base.index, A.Num)
+        ):
             src = op.inputs[int(base.index.value)]
         else:
             raise error_at(base, f"`.{attr}` reads a forward quantity of a node input: write `x.{attr}`")
         key = (src, attr, "main")
         if key not in self.fwdq:
-            raise error_at(base, f"the input of node {op.name} has no forward quantity `{attr}` (declare it under "
-                                 "`forward:` in the rule that matches the producing node)")
+            raise error_at(
+                base,
+                f"the input of node {op.name} has no forward quantity `{attr}` (declare it under "
+                "`forward:` in the rule that matches the producing node)",
+            )
         return self.fwdq[key]
 
     def io_scope(self, names: dict[str, Callable[[], Value]], like: Callable[[], Value], where: str) -> Scope:
@@ -264,6 +304,7 @@ def _eager_call(lw: Lowering, op: Op) -> Callable[..., Any]:
     """The op's original call as an eager function of its argument nodes' values (in-place forms avoided)."""
     from ..graph.catalog import INPLACE_FUNCTIONS, INPLACE_METHODS
     from .ops import inplace_free
+
     node, gm, pick = op.node, lw.gm, op.pick
     if node.op == "call_module":
         module = gm.get_submodule(node.target)
@@ -272,7 +313,7 @@ def _eager_call(lw: Lowering, op: Op) -> Callable[..., Any]:
         fn = INPLACE_FUNCTIONS.get(node.target, node.target)
     else:
         method = INPLACE_METHODS.get(node.target, node.target)
-        fn = (lambda self_, *a, **k: getattr(self_, method)(*a, **k))
+        fn = lambda self_, *a, **k: getattr(self_, method)(*a, **k)
 
     def call(*values: Any) -> Any:
         it = iter(values)

@@ -1,9 +1,10 @@
 """Matching: each model op gets the first rule whose selector matches it (or the file's `default:`)."""
+
 from __future__ import annotations
 
 import fnmatch
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import CompileError
 from ..graph.ir import Op, OpGraph
@@ -39,6 +40,7 @@ class PlanRow:
 @dataclass
 class Plan:
     """Which rule handles which op: printable as a table."""
+
     rows: list[PlanRow]
     rule_file: A.RuleFile
 
@@ -55,12 +57,13 @@ class Plan:
             label = "default" if r.rule_index is None else f"rules[{r.rule_index}]"
             if r.rule.match is not None:
                 from ..lang.printer import format_selector
+
                 label += f" {format_selector(r.rule.match)}"
             pos = r.rule.pos
             line = f"{Path(pos.path).name if pos.path else ''}:{pos.line}" if pos else "-"
             body.append((r.op.name, r.op.kind, r.op.target, label, line))
         widths = [max(len(str(row[i])) for row in [head, *body]) for i in range(len(head))]
-        fmt = "  ".join("{:<%d}" % w for w in widths)
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
         lines = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
         lines += [fmt.format(*row) for row in body]
         path = self.rule_file.path or self.rule_file.name
@@ -85,9 +88,14 @@ def match(graph: OpGraph, rf: A.RuleFile) -> Plan:
             else:
                 unmatched.append(op)
     if unmatched:
-        lines = [f"  {op.name}: kind `{op.kind}`, {op.target}" + (f"  ({op.source})" if op.source else "")
-                 for op in unmatched]
+        lines = [
+            f"  {op.name}: kind `{op.kind}`, {op.target}" + (f"  ({op.source})" if op.source else "")
+            for op in unmatched
+        ]
         where = rf.path or rf.name
-        raise CompileError(f"{where}: no rule matches {len(unmatched)} node(s) of the model:\n" + "\n".join(lines)
-                           + "\n  add a rule for these op kinds, or a `default:` rule (e.g. `default: vjp(R)`)")
+        raise CompileError(
+            f"{where}: no rule matches {len(unmatched)} node(s) of the model:\n"
+            + "\n".join(lines)
+            + "\n  add a rule for these op kinds, or a `default:` rule (e.g. `default: vjp(R)`)"
+        )
     return Plan(rows, rf)

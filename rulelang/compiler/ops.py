@@ -4,6 +4,7 @@
 Direct ops where they exist (conv -> transposed conv via `convolution_backward`, linear -> matmul, ReLU -> mask);
 `torch.func.vjp` over a replay of the original call as the general fallback.
 """
+
 from __future__ import annotations
 
 import copy
@@ -36,21 +37,22 @@ def _call_arguments(node: fx.Node, names: tuple[str, ...]) -> dict[str, Any]:
     return kw
 
 
-def _module(lw: "Lowering", node: fx.Node) -> torch.nn.Module:
+def _module(lw: Lowering, node: fx.Node) -> torch.nn.Module:
     return lw.gm.get_submodule(node.target)
 
 
 class Generic:
     """Any op: forward by replaying the traced call; vjp by torch.func.vjp of that replay."""
+
     parametric = False
 
-    def forward(self, lw: "Lowering", op: Op) -> Value:
+    def forward(self, lw: Lowering, op: Op) -> Value:
         return self.replay(lw, op, None)
 
-    def params(self, lw: "Lowering", op: Op) -> dict[str, Value]:
+    def params(self, lw: Lowering, op: Op) -> dict[str, Value]:
         return {}
 
-    def replay(self, lw: "Lowering", op: Op, inputs: list[Value] | None) -> Value:
+    def replay(self, lw: Lowering, op: Op, inputs: list[Value] | None) -> Value:
         """The op's call with its activation inputs replaced by `inputs` (None: the forward values)."""
         node = op.node
         slots = iter(inputs) if inputs is not None else None
@@ -73,17 +75,17 @@ class Generic:
             out = lw.em.call(operator.getitem, out, op.pick)
         return out
 
-    def layer(self, lw: "Lowering", op: Op, inputs: list[Value], w: Value = None, b: Value = None) -> Value:
+    def layer(self, lw: Lowering, op: Op, inputs: list[Value], w: Value = None, b: Value = None) -> Value:
         return self.replay(lw, op, inputs)
 
-    def vjp(self, lw: "Lowering", op: Op, s: Value, index: int, w: Value = None, b: Value = None) -> Value:
+    def vjp(self, lw: Lowering, op: Op, s: Value, index: int, w: Value = None, b: Value = None) -> Value:
         fn, values = lw.vjp_function(op)
         grads = lw.em.call(fn, s, *values)
         return lw.em.call(operator.getitem, grads, index)
 
 
 class Relu(Generic):
-    def forward(self, lw: "Lowering", op: Op) -> Value:
+    def forward(self, lw: Lowering, op: Op) -> Value:
         return lw.em.call(torch.relu, lw.value(op.inputs[0]))
 
     def layer(self, lw, op, inputs, w=None, b=None):
@@ -110,32 +112,47 @@ class Passthrough(Generic):
 class Add(Generic):
     def vjp(self, lw, op, s, index, w=None, b=None):
         node = op.node
-        if op.pick is None and not node.kwargs and len(op.inputs) == 2 and all(
-                tuple(x.meta["tensor_meta"].shape) == op.shape for x in op.inputs):
+        if (
+            op.pick is None
+            and not node.kwargs
+            and len(op.inputs) == 2
+            and all(tuple(x.meta["tensor_meta"].shape) == op.shape for x in op.inputs)
+        ):
             return s
         return super().vjp(lw, op, s, index)
 
 
 class Linear(Generic):
     """conv and dense: weight `w`, bias `b` (BatchNorm folded in when it follows)."""
+
     parametric = True
 
-    def hyper(self, lw: "Lowering", op: Op) -> dict[str, Any]:
+    def hyper(self, lw: Lowering, op: Op) -> dict[str, Any]:
         node = op.node
         if node.op == "call_module":
             m = _module(lw, node)
             h = {"weight": f"{node.target}.weight", "bias": f"{node.target}.bias" if m.bias is not None else None}
             if op.kind == "conv":
-                h.update(stride=tuple(m.stride), padding=m.padding if isinstance(m.padding, str) else tuple(m.padding),
-                         dilation=tuple(m.dilation), groups=m.groups, dim=m.weight.dim() - 2)
+                h.update(
+                    stride=tuple(m.stride),
+                    padding=m.padding if isinstance(m.padding, str) else tuple(m.padding),
+                    dilation=tuple(m.dilation),
+                    groups=m.groups,
+                    dim=m.weight.dim() - 2,
+                )
             return h
         kw = _call_arguments(node, _CONV_ARGS if op.kind == "conv" else _LINEAR_ARGS)
         h = {"weight": kw["weight"], "bias": kw.get("bias")}
         if op.kind == "conv":
             w = kw["weight"]
             dim = len(w.meta["tensor_meta"].shape) - 2 if isinstance(w, fx.Node) else w.dim() - 2
-            h.update(stride=kw.get("stride", 1), padding=kw.get("padding", 0), dilation=kw.get("dilation", 1),
-                     groups=kw.get("groups", 1), dim=dim)
+            h.update(
+                stride=kw.get("stride", 1),
+                padding=kw.get("padding", 0),
+                dilation=kw.get("dilation", 1),
+                groups=kw.get("groups", 1),
+                dim=dim,
+            )
         return h
 
     def params(self, lw, op):
@@ -174,14 +191,16 @@ class Linear(Generic):
             return lw.em.call(torch.matmul, s, w)
         h = self.hyper(lw, op)
         dim = h["dim"]
-        tup = (lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v,) * dim)
+        tup = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v,) * dim
         padding = h["padding"] if isinstance(h["padding"], str) else tup(h["padding"])
-        return lw.em.call(prims.conv_vjp, s, lw.input_value(op, 0), w, tup(h["stride"]), padding,
-                          tup(h["dilation"]), h["groups"])
+        return lw.em.call(
+            prims.conv_vjp, s, lw.input_value(op, 0), w, tup(h["stride"]), padding, tup(h["dilation"]), h["groups"]
+        )
 
 
 class Affine(Generic):
     """An unfoldable eval-mode BatchNorm: `w` = gamma/sqrt(var+eps) and `b` = beta - mean*w per channel."""
+
     parametric = True
 
     def params(self, lw, op):
@@ -209,7 +228,7 @@ class MaxPool2d(Generic):
     """2-d max-pooling: the forward pass keeps its switches, the vjp routes through them."""
 
     @staticmethod
-    def hyper(lw: "Lowering", op: Op) -> dict[str, Any] | None:
+    def hyper(lw: Lowering, op: Op) -> dict[str, Any] | None:
         node = op.node
         if op.pick is not None:
             return None
@@ -217,14 +236,20 @@ class MaxPool2d(Generic):
             m = _module(lw, node)
             if not isinstance(m, torch.nn.MaxPool2d) or m.return_indices:
                 return None
-            h = dict(kernel=m.kernel_size, stride=m.stride, padding=m.padding, dilation=m.dilation,
-                     ceil_mode=m.ceil_mode)
+            h = dict(
+                kernel=m.kernel_size, stride=m.stride, padding=m.padding, dilation=m.dilation, ceil_mode=m.ceil_mode
+            )
         elif node.op == "call_function" and node.target is F.max_pool2d:
             kw = _call_arguments(node, _MAXPOOL_ARGS)
             if kw.get("return_indices"):
                 return None
-            h = dict(kernel=kw["kernel_size"], stride=kw.get("stride") or kw["kernel_size"],
-                     padding=kw.get("padding", 0), dilation=kw.get("dilation", 1), ceil_mode=kw.get("ceil_mode", False))
+            h = dict(
+                kernel=kw["kernel_size"],
+                stride=kw.get("stride") or kw["kernel_size"],
+                padding=kw.get("padding", 0),
+                dilation=kw.get("dilation", 1),
+                ceil_mode=kw.get("ceil_mode", False),
+            )
         else:
             return None
         if h["stride"] is None:
@@ -235,8 +260,15 @@ class MaxPool2d(Generic):
         h = self.hyper(lw, op)
         if h is None:
             return super().forward(lw, op)
-        both = lw.em.call(prims.max_pool2d_indices, lw.value(op.inputs[0]), h["kernel"], h["stride"],
-                          h["padding"], h["dilation"], h["ceil_mode"])
+        both = lw.em.call(
+            prims.max_pool2d_indices,
+            lw.value(op.inputs[0]),
+            h["kernel"],
+            h["stride"],
+            h["padding"],
+            h["dilation"],
+            h["ceil_mode"],
+        )
         lw.aux[(lw.part, op.name)] = lw.em.call(operator.getitem, both, 1)
         return lw.em.call(operator.getitem, both, 0)
 
@@ -244,8 +276,17 @@ class MaxPool2d(Generic):
         h = self.hyper(lw, op)
         if h is None:
             return super().vjp(lw, op, s, index)
-        return lw.em.call(prims.max_pool2d_vjp, s, lw.input_value(op, 0), lw.aux[(lw.part, op.name)],
-                          h["kernel"], h["stride"], h["padding"], h["dilation"], h["ceil_mode"])
+        return lw.em.call(
+            prims.max_pool2d_vjp,
+            s,
+            lw.input_value(op, 0),
+            lw.aux[(lw.part, op.name)],
+            h["kernel"],
+            h["stride"],
+            h["padding"],
+            h["dilation"],
+            h["ceil_mode"],
+        )
 
 
 class AvgPool(Generic):
@@ -259,15 +300,29 @@ class AvgPool(Generic):
             if isinstance(m, torch.nn.AdaptiveAvgPool2d):
                 return lw.em.call(prims.adaptive_avg_pool2d_vjp, s, x)
             if isinstance(m, torch.nn.AvgPool2d):
-                return lw.em.call(prims.avg_pool2d_vjp, s, x, m.kernel_size, m.stride or m.kernel_size, m.padding,
-                                  m.ceil_mode, m.count_include_pad, m.divisor_override)
+                return lw.em.call(
+                    prims.avg_pool2d_vjp,
+                    s,
+                    x,
+                    m.kernel_size,
+                    m.stride or m.kernel_size,
+                    m.padding,
+                    m.ceil_mode,
+                    m.count_include_pad,
+                    m.divisor_override,
+                )
         if op.pick is None and node.op == "call_function" and node.target is F.adaptive_avg_pool2d:
             return lw.em.call(prims.adaptive_avg_pool2d_vjp, s, x)
         return super().vjp(lw, op, s, index)
 
 
-_RESHAPES = {("call_method", "view"), ("call_method", "reshape"), ("call_method", "flatten"),
-             ("call_function", torch.flatten), ("call_function", torch.reshape)}
+_RESHAPES = {
+    ("call_method", "view"),
+    ("call_method", "reshape"),
+    ("call_method", "flatten"),
+    ("call_function", torch.flatten),
+    ("call_function", torch.reshape),
+}
 
 
 class Reshape(Generic):
@@ -275,16 +330,27 @@ class Reshape(Generic):
 
     def vjp(self, lw, op, s, index, w=None, b=None):
         node = op.node
-        if op.pick is None and ((node.op, node.target) in _RESHAPES or (
-                node.op == "call_module" and isinstance(_module(lw, node), torch.nn.Flatten))):
+        if op.pick is None and (
+            (node.op, node.target) in _RESHAPES
+            or (node.op == "call_module" and isinstance(_module(lw, node), torch.nn.Flatten))
+        ):
             return lw.em.method("reshape_as", s, lw.input_value(op, 0))
         return super().vjp(lw, op, s, index)
 
 
 _GENERIC = Generic()
-IMPLS: dict[str, Generic] = {"relu": Relu(), "dropout": Passthrough(), "identity": Passthrough(), "add": Add(),
-                             "conv": Linear(), "dense": Linear(), "affine": Affine(), "maxpool": MaxPool2d(),
-                             "avgpool": AvgPool(), "reshape": Reshape()}
+IMPLS: dict[str, Generic] = {
+    "relu": Relu(),
+    "dropout": Passthrough(),
+    "identity": Passthrough(),
+    "add": Add(),
+    "conv": Linear(),
+    "dense": Linear(),
+    "affine": Affine(),
+    "maxpool": MaxPool2d(),
+    "avgpool": AvgPool(),
+    "reshape": Reshape(),
+}
 
 
 def impl_for(op: Op) -> Generic:

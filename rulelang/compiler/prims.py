@@ -3,9 +3,11 @@
 Each is a plain function of tensors, so the generated code reads `stab(z, 1e-06)` and torch.compile can
 trace it.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -33,8 +35,9 @@ def one_hot(y: torch.Tensor, target: Any) -> torch.Tensor:
     if idx.device.type != "meta" and bool(((idx < 0) | (idx >= k)).any()):
         raise ValueError(f"target class out of range: the model has {k} outputs")
     shape = (n, k) + (1,) * (y.dim() - 2)
-    return torch.zeros((n, k), dtype=y.dtype, device=y.device).scatter_(1, idx[:, None], 1.0) \
-        .reshape(shape).expand_as(y)
+    return (
+        torch.zeros((n, k), dtype=y.dtype, device=y.device).scatter_(1, idx[:, None], 1.0).reshape(shape).expand_as(y)
+    )
 
 
 def _batch_dims(t: torch.Tensor) -> tuple[int, ...]:
@@ -95,16 +98,34 @@ def affine(t: torch.Tensor, w: Any, b: Any) -> torch.Tensor:
     return out + b if b else out
 
 
-def conv_vjp(s: torch.Tensor, x: torch.Tensor, w: torch.Tensor, stride: Sequence[int], padding: Any,
-             dilation: Sequence[int], groups: int) -> torch.Tensor:
+def conv_vjp(
+    s: torch.Tensor,
+    x: torch.Tensor,
+    w: torch.Tensor,
+    stride: Sequence[int],
+    padding: Any,
+    dilation: Sequence[int],
+    groups: int,
+) -> torch.Tensor:
     """Vector-Jacobian product of a convolution w.r.t. its input (the transposed convolution)."""
     if isinstance(padding, str):  # 'same' / 'valid': explicit per-dim padding
-        padding = [0] * (w.dim() - 2) if padding == "valid" else \
-            [d * (k - 1) // 2 for d, k in zip(dilation, w.shape[2:])]
+        padding = (
+            [0] * (w.dim() - 2) if padding == "valid" else [d * (k - 1) // 2 for d, k in zip(dilation, w.shape[2:])]
+        )
     s = s.to(w.dtype)
     return torch.ops.aten.convolution_backward(
-        s, x, w, None, list(stride), list(padding), list(dilation), False, [0] * (w.dim() - 2), groups,
-        [True, False, False])[0]
+        s,
+        x,
+        w,
+        None,
+        list(stride),
+        list(padding),
+        list(dilation),
+        False,
+        [0] * (w.dim() - 2),
+        groups,
+        [True, False, False],
+    )[0]
 
 
 def sum_to(s: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -175,25 +196,45 @@ def pair(v: Any) -> tuple[int, int]:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # type: ignore[return-value]
 
 
-def max_pool2d_indices(x: torch.Tensor, kernel: Any, stride: Any, padding: Any, dilation: Any,
-                       ceil_mode: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def max_pool2d_indices(
+    x: torch.Tensor, kernel: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Max-pooling that also returns its switches (for a direct vjp)."""
-    return torch.nn.functional.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode=ceil_mode,
-                                          return_indices=True)
+    return torch.nn.functional.max_pool2d(
+        x, kernel, stride, padding, dilation, ceil_mode=ceil_mode, return_indices=True
+    )
 
 
-def max_pool2d_vjp(s: torch.Tensor, x: torch.Tensor, indices: torch.Tensor, kernel: Any, stride: Any,
-                   padding: Any, dilation: Any, ceil_mode: bool) -> torch.Tensor:
+def max_pool2d_vjp(
+    s: torch.Tensor,
+    x: torch.Tensor,
+    indices: torch.Tensor,
+    kernel: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    ceil_mode: bool,
+) -> torch.Tensor:
     """Routes `s` through the max-pool switches."""
     return torch.ops.aten.max_pool2d_with_indices_backward(
-        s.to(x.dtype), x, pair(kernel), pair(stride), pair(padding), pair(dilation), ceil_mode, indices)
+        s.to(x.dtype), x, pair(kernel), pair(stride), pair(padding), pair(dilation), ceil_mode, indices
+    )
 
 
 def adaptive_avg_pool2d_vjp(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.ops.aten._adaptive_avg_pool2d_backward(s.to(x.dtype).contiguous(), x)
 
 
-def avg_pool2d_vjp(s: torch.Tensor, x: torch.Tensor, kernel: Any, stride: Any, padding: Any, ceil_mode: bool,
-                   count_include_pad: bool, divisor_override: Any) -> torch.Tensor:
-    return torch.ops.aten.avg_pool2d_backward(s.to(x.dtype), x, pair(kernel), pair(stride), pair(padding),
-                                              ceil_mode, count_include_pad, divisor_override)
+def avg_pool2d_vjp(
+    s: torch.Tensor,
+    x: torch.Tensor,
+    kernel: Any,
+    stride: Any,
+    padding: Any,
+    ceil_mode: bool,
+    count_include_pad: bool,
+    divisor_override: Any,
+) -> torch.Tensor:
+    return torch.ops.aten.avg_pool2d_backward(
+        s.to(x.dtype), x, pair(kernel), pair(stride), pair(padding), ceil_mode, count_include_pad, divisor_override
+    )

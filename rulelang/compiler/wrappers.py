@@ -9,9 +9,11 @@ chunks of `batch_size` rows (default: all at once), instead of a Python loop ove
     sg = smoothgrad(g, x, target, n=50, sigma=0.15)          # the paper's SmoothGrad setting
     ig = integrated(g, x, target, steps=32)                   # Sundararajan et al. 2017
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -28,12 +30,20 @@ def _targets(explainer: Any, x: torch.Tensor, target: Any) -> torch.Tensor:
 
 def _batched(explainer: Explainer, xs: torch.Tensor, ts: torch.Tensor, batch_size: int | None) -> torch.Tensor:
     step = xs.shape[0] if not batch_size else max(1, int(batch_size))
-    parts = [explainer(xs[i:i + step], target=ts[i:i + step]) for i in range(0, xs.shape[0], step)]
+    parts = [explainer(xs[i : i + step], target=ts[i : i + step]) for i in range(0, xs.shape[0], step)]
     return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
-def smoothgrad(explainer: Explainer, x: torch.Tensor, target: Any = None, *, n: int = 50, sigma: float = 0.15,
-               batch_size: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+def smoothgrad(
+    explainer: Explainer,
+    x: torch.Tensor,
+    target: Any = None,
+    *,
+    n: int = 50,
+    sigma: float = 0.15,
+    batch_size: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """SmoothGrad (Smilkov et al. 2017): the mean of the explanations of `n` noisy copies of each sample.
 
     The noise is Gaussian with standard deviation `sigma * (max(x_k) - min(x_k))`, relative to each sample's
@@ -48,17 +58,28 @@ def smoothgrad(explainer: Explainer, x: torch.Tensor, target: Any = None, *, n: 
     b = x.shape[0]
     flat = x.reshape(b, -1)
     scale = (sigma * (flat.max(1).values - flat.min(1).values)).reshape((1, b) + (1,) * (x.dim() - 1))
-    noise = torch.randn((n,) + tuple(x.shape), generator=generator, dtype=x.dtype,
-                        device=x.device if generator is None else generator.device).to(x.device)
+    noise = torch.randn(
+        (n,) + tuple(x.shape),
+        generator=generator,
+        dtype=x.dtype,
+        device=x.device if generator is None else generator.device,
+    ).to(x.device)
     xs = (x.unsqueeze(0) + scale * noise).reshape((n * b,) + tuple(x.shape[1:]))
     ts = t.repeat(n)
     out = _batched(explainer, xs, ts, batch_size)
     return out.reshape((n, b) + tuple(out.shape[1:])).mean(0)
 
 
-def integrated(explainer: Explainer, x: torch.Tensor, target: Any = None, *, steps: int = 32,
-               baseline: torch.Tensor | float | None = None, method: str = "right",
-               batch_size: int | None = None) -> torch.Tensor:
+def integrated(
+    explainer: Explainer,
+    x: torch.Tensor,
+    target: Any = None,
+    *,
+    steps: int = 32,
+    baseline: torch.Tensor | float | None = None,
+    method: str = "right",
+    batch_size: int | None = None,
+) -> torch.Tensor:
     """Integrated Gradients (Sundararajan et al. 2017): `(x - baseline) * mean_k explainer(baseline + a_k (x -
     baseline))`, a Riemann sum over `steps` points a_k of [0, 1].
 
@@ -70,8 +91,11 @@ def integrated(explainer: Explainer, x: torch.Tensor, target: Any = None, *, ste
     if steps < 1:
         raise ValueError(f"integrated needs steps >= 1, got {steps}")
     t = _targets(explainer, x, target)
-    base = torch.zeros_like(x) if baseline is None else torch.as_tensor(baseline, dtype=x.dtype,
-                                                                           device=x.device).expand_as(x)
+    base = (
+        torch.zeros_like(x)
+        if baseline is None
+        else torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x)
+    )
     k = torch.arange(steps + (1 if method == "trapezoid" else 0), dtype=x.dtype, device=x.device)
     if method == "right":
         alphas, weights = (k + 1) / steps, torch.full_like(k, 1.0 / steps)

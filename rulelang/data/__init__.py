@@ -5,17 +5,26 @@
 - :func:`sample_images` — natural photos bundled with scikit-image, resized and ImageNet-normalised for
   torchvision models.
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from ..errors import RulelangError
 
-__all__ = ["DATASETS", "SAMPLE_IMAGES", "IMAGENET_MEAN", "IMAGENET_STD", "builtin_data", "colorize",
-           "sample_images", "denormalize"]
+__all__ = [
+    "DATASETS",
+    "SAMPLE_IMAGES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "builtin_data",
+    "colorize",
+    "sample_images",
+    "denormalize",
+]
 
 #: dataset name -> one-line description
 DATASETS: dict[str, str] = {
@@ -43,11 +52,12 @@ class DataError(RulelangError):
 
 def _did_you_mean(name: str, choices: Sequence[str]) -> str:
     from ..lang.diagnostics import closest
+
     best = closest(name, choices)
     return f" (did you mean {best!r}?)" if best else ""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _grey_digits() -> tuple[np.ndarray, np.ndarray]:
     """All 1797 digits as float32 N×32×32 in [0, 1] and int64 labels (cached)."""
     import torch
@@ -55,13 +65,13 @@ def _grey_digits() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0)[:, None]    # N×1×8×8 in [0, 1]
+    images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0)[:, None]  # N×1×8×8 in [0, 1]
     images = F.interpolate(images, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
     images = images.clamp_(0.0, 1.0)[:, 0].numpy()
     return np.ascontiguousarray(images), bunch.target.astype(np.int64)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _split_indices() -> dict[str, np.ndarray]:
     from sklearn.model_selection import train_test_split
 
@@ -100,7 +110,7 @@ def colorize(grey, fg, bg):
     return bg * (1.0 - grey) + fg * grey
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _rgb_digits() -> np.ndarray:
     grey, _ = _grey_digits()
     fg, bg = random_colors(len(grey), np.random.default_rng(COLOR_SEED))
@@ -126,8 +136,9 @@ def builtin_data(name: str = "digits", split: str = "test"):
     import torch
 
     if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}{_did_you_mean(name, list(DATASETS))}; "
-                        f"available: {', '.join(DATASETS)}")
+        raise DataError(
+            f"unknown dataset {name!r}{_did_you_mean(name, list(DATASETS))}; available: {', '.join(DATASETS)}"
+        )
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r} for {name}: use one of {', '.join(SPLITS)}")
     grey, labels = _grey_digits()
@@ -142,8 +153,10 @@ def _load_sample(name: str) -> np.ndarray:
     if name not in SAMPLE_IMAGES:
         extra = getattr(skimage.data, name, None)
         if not callable(extra):
-            raise DataError(f"unknown sample image {name!r}{_did_you_mean(name, SAMPLE_IMAGES)}; "
-                            f"available: {', '.join(SAMPLE_IMAGES)} (or another skimage.data RGB image)")
+            raise DataError(
+                f"unknown sample image {name!r}{_did_you_mean(name, SAMPLE_IMAGES)}; "
+                f"available: {', '.join(SAMPLE_IMAGES)} (or another skimage.data RGB image)"
+            )
     image = getattr(skimage.data, name)()
     if image.ndim == 2:
         image = np.stack([image] * 3, axis=-1)
@@ -156,7 +169,7 @@ def _resized_sample(name: str, size: tuple[int, int]) -> np.ndarray:
 
     image = _load_sample(name)
     out = resize(image, size, order=1, anti_aliasing=True, preserve_range=True) / 255.0
-    return np.clip(out, 0.0, 1.0).astype(np.float32).transpose(2, 0, 1)           # 3×H×W in [0, 1]
+    return np.clip(out, 0.0, 1.0).astype(np.float32).transpose(2, 0, 1)  # 3×H×W in [0, 1]
 
 
 def sample_images(names: Sequence[str] | None = None, size: int | tuple[int, int] = 224, normalize: bool = True):

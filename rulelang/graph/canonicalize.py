@@ -1,4 +1,5 @@
 """From a traced GraphModule to an `OpGraph`: op kinds, activation inputs, BatchNorm folding, tuple picks."""
+
 from __future__ import annotations
 
 import torch.fx as fx
@@ -31,12 +32,28 @@ def build_opgraph(gm: fx.GraphModule, fold_batchnorm: bool = True) -> OpGraph:
         src = n.args[0] if n.args else None
         if _is_pick(n, live):
             tup: fx.Node = n.args[0]
-            op = Op(name=n.name, kind=_pick_kind(tup, gm), node=tup, out=n, inputs=_act_inputs(tup, live),
-                    target=f"{describe_target(tup, gm)}[{n.args[1]}]", module=_module_path(tup),
-                    source=source_line(tup), pick=n.args[1])
+            op = Op(
+                name=n.name,
+                kind=_pick_kind(tup, gm),
+                node=tup,
+                out=n,
+                inputs=_act_inputs(tup, live),
+                target=f"{describe_target(tup, gm)}[{n.args[1]}]",
+                module=_module_path(tup),
+                source=source_line(tup),
+                pick=n.args[1],
+            )
         else:
-            op = Op(name=n.name, kind=node_kind(n, gm), node=n, out=n, inputs=_act_inputs(n, live),
-                    target=describe_target(n, gm), module=_module_path(n), source=source_line(n))
+            op = Op(
+                name=n.name,
+                kind=node_kind(n, gm),
+                node=n,
+                out=n,
+                inputs=_act_inputs(n, live),
+                target=describe_target(n, gm),
+                module=_module_path(n),
+                source=source_line(n),
+            )
             if fold_batchnorm and op.kind == "affine" and isinstance(src, fx.Node) and src in by_node:
                 prev = by_node[src]
                 if _foldable(prev, src, n, gm):
@@ -78,16 +95,25 @@ def _is_tuple_of_tensors(n: fx.Node) -> bool:
 
 def _check_tuple_users(n: fx.Node) -> None:
     import operator
+
     for u in n.users:
         if not (u.op == "call_function" and u.target is operator.getitem and isinstance(u.args[1], int)):
-            raise CompileError(f"node {n.name} ({n.target}) returns a tuple that is used whole by {u.name}; "
-                               "only element access (`t[0]`) of tuple results is supported")
+            raise CompileError(
+                f"node {n.name} ({n.target}) returns a tuple that is used whole by {u.name}; "
+                "only element access (`t[0]`) of tuple results is supported"
+            )
 
 
 def _is_pick(n: fx.Node, live: set[fx.Node]) -> bool:
     import operator
-    return (n.op == "call_function" and n.target is operator.getitem and isinstance(n.args[0], fx.Node)
-            and _is_tuple_of_tensors(n.args[0]) and isinstance(n.args[1], int))
+
+    return (
+        n.op == "call_function"
+        and n.target is operator.getitem
+        and isinstance(n.args[0], fx.Node)
+        and _is_tuple_of_tensors(n.args[0])
+        and isinstance(n.args[1], int)
+    )
 
 
 def _pick_kind(tup: fx.Node, gm: fx.GraphModule) -> str:

@@ -2,6 +2,7 @@
 
 Module, functional, torch, tensor-method, operator and in-place call forms of the same op map to one kind.
 """
+
 from __future__ import annotations
 
 import operator
@@ -17,19 +18,65 @@ MODULE_KINDS: list[tuple[tuple[type, ...], str]] = [
     ((nn.Linear,), "dense"),
     ((nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d), "affine"),
     ((nn.ReLU,), "relu"),
-    ((nn.Sigmoid, nn.Tanh, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.ELU, nn.LeakyReLU,
-      nn.Softplus, nn.Mish, nn.ReLU6, nn.Hardtanh, nn.PReLU, nn.SELU, nn.CELU, nn.Softsign, nn.Tanhshrink), "activation"),
-    ((nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
-      nn.AdaptiveMaxPool3d), "maxpool"),
-    ((nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
-      nn.AdaptiveAvgPool3d), "avgpool"),
+    (
+        (
+            nn.Sigmoid,
+            nn.Tanh,
+            nn.SiLU,
+            nn.GELU,
+            nn.Hardswish,
+            nn.Hardsigmoid,
+            nn.ELU,
+            nn.LeakyReLU,
+            nn.Softplus,
+            nn.Mish,
+            nn.ReLU6,
+            nn.Hardtanh,
+            nn.PReLU,
+            nn.SELU,
+            nn.CELU,
+            nn.Softsign,
+            nn.Tanhshrink,
+        ),
+        "activation",
+    ),
+    (
+        (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d),
+        "maxpool",
+    ),
+    (
+        (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d),
+        "avgpool",
+    ),
     ((nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout), "dropout"),
     ((nn.Identity,), "identity"),
-    ((nn.Flatten, nn.Unflatten, nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d,
-      nn.ConstantPad3d, nn.ChannelShuffle), "reshape"),
+    (
+        (
+            nn.Flatten,
+            nn.Unflatten,
+            nn.ZeroPad1d,
+            nn.ZeroPad2d,
+            nn.ZeroPad3d,
+            nn.ConstantPad1d,
+            nn.ConstantPad2d,
+            nn.ConstantPad3d,
+            nn.ChannelShuffle,
+        ),
+        "reshape",
+    ),
     ((nn.Softmax, nn.LogSoftmax, nn.Softmax2d), "softmax"),
-    ((nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
-      nn.LocalResponseNorm, nn.RMSNorm), "norm"),
+    (
+        (
+            nn.LayerNorm,
+            nn.GroupNorm,
+            nn.InstanceNorm1d,
+            nn.InstanceNorm2d,
+            nn.InstanceNorm3d,
+            nn.LocalResponseNorm,
+            nn.RMSNorm,
+        ),
+        "norm",
+    ),
 ]
 
 FUNCTION_KINDS: dict[Any, str] = {}
@@ -37,18 +84,62 @@ for _kind, _fns in {
     "relu": [F.relu, torch.relu, torch.relu_, F.relu_],
     "conv": [F.conv1d, F.conv2d, F.conv3d],
     "dense": [F.linear],
-    "activation": [torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, F.silu, F.gelu, F.hardswish, F.hardsigmoid,
-                   F.relu6, F.hardtanh, F.elu, F.leaky_relu, F.softplus, F.mish, F.selu, F.celu],
-    "maxpool": [F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
-                F.adaptive_max_pool3d],
-    "avgpool": [F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
-                F.adaptive_avg_pool3d, torch.mean],
+    "activation": [
+        torch.sigmoid,
+        F.sigmoid,
+        torch.tanh,
+        F.tanh,
+        F.silu,
+        F.gelu,
+        F.hardswish,
+        F.hardsigmoid,
+        F.relu6,
+        F.hardtanh,
+        F.elu,
+        F.leaky_relu,
+        F.softplus,
+        F.mish,
+        F.selu,
+        F.celu,
+    ],
+    "maxpool": [
+        F.max_pool1d,
+        F.max_pool2d,
+        F.max_pool3d,
+        F.adaptive_max_pool1d,
+        F.adaptive_max_pool2d,
+        F.adaptive_max_pool3d,
+    ],
+    "avgpool": [
+        F.avg_pool1d,
+        F.avg_pool2d,
+        F.avg_pool3d,
+        F.adaptive_avg_pool1d,
+        F.adaptive_avg_pool2d,
+        F.adaptive_avg_pool3d,
+        torch.mean,
+    ],
     "add": [operator.add, operator.iadd, torch.add],
     "mul": [operator.mul, operator.imul, torch.mul],
     "cat": [torch.cat, torch.concat, torch.stack],
-    "reshape": [torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze,
-                torch.narrow, F.pad, operator.getitem, torch.swapaxes, torch.movedim, torch.chunk, torch.split,
-                torch.unbind, F.channel_shuffle, torch.channel_shuffle],
+    "reshape": [
+        torch.flatten,
+        torch.reshape,
+        torch.permute,
+        torch.transpose,
+        torch.squeeze,
+        torch.unsqueeze,
+        torch.narrow,
+        F.pad,
+        operator.getitem,
+        torch.swapaxes,
+        torch.movedim,
+        torch.chunk,
+        torch.split,
+        torch.unbind,
+        F.channel_shuffle,
+        torch.channel_shuffle,
+    ],
     "dropout": [F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout],
     "softmax": [F.softmax, torch.softmax, F.log_softmax, torch.log_softmax],
     "norm": [F.layer_norm, F.group_norm, F.instance_norm, F.local_response_norm, F.rms_norm],
@@ -59,6 +150,7 @@ for _kind, _fns in {
 
 try:  # torchvision's stochastic depth is the identity at explanation time
     from torchvision.ops import stochastic_depth
+
     FUNCTION_KINDS[stochastic_depth] = "dropout"
 except ImportError:  # pragma: no cover - torchvision is a dependency
     pass
@@ -66,9 +158,28 @@ except ImportError:  # pragma: no cover - torchvision is a dependency
 METHOD_KINDS: dict[str, str] = {
     **dict.fromkeys(["relu", "relu_"], "relu"),
     **dict.fromkeys(["sigmoid", "sigmoid_", "tanh", "tanh_"], "activation"),
-    **dict.fromkeys(["view", "reshape", "flatten", "permute", "transpose", "contiguous", "squeeze", "unsqueeze",
-                     "narrow", "view_as", "reshape_as", "chunk", "split", "unbind", "swapaxes", "movedim",
-                     "__getitem__"], "reshape"),
+    **dict.fromkeys(
+        [
+            "view",
+            "reshape",
+            "flatten",
+            "permute",
+            "transpose",
+            "contiguous",
+            "squeeze",
+            "unsqueeze",
+            "narrow",
+            "view_as",
+            "reshape_as",
+            "chunk",
+            "split",
+            "unbind",
+            "swapaxes",
+            "movedim",
+            "__getitem__",
+        ],
+        "reshape",
+    ),
     **dict.fromkeys(["add", "add_", "__add__", "__iadd__", "__radd__"], "add"),
     **dict.fromkeys(["mul", "mul_", "__mul__", "__rmul__"], "mul"),
     "mean": "avgpool",
@@ -77,11 +188,24 @@ METHOD_KINDS: dict[str, str] = {
 }
 
 #: In-place call forms and their out-of-place twins (replayed ops must never overwrite an activation).
-INPLACE_FUNCTIONS: dict[Any, Any] = {operator.iadd: operator.add, operator.imul: operator.mul,
-                                     operator.isub: operator.sub, operator.itruediv: operator.truediv,
-                                     torch.relu_: torch.relu, F.relu_: F.relu}
-INPLACE_METHODS: dict[str, str] = {"relu_": "relu", "add_": "add", "mul_": "mul", "sigmoid_": "sigmoid",
-                                   "tanh_": "tanh", "clamp_": "clamp", "sub_": "sub", "div_": "div"}
+INPLACE_FUNCTIONS: dict[Any, Any] = {
+    operator.iadd: operator.add,
+    operator.imul: operator.mul,
+    operator.isub: operator.sub,
+    operator.itruediv: operator.truediv,
+    torch.relu_: torch.relu,
+    F.relu_: F.relu,
+}
+INPLACE_METHODS: dict[str, str] = {
+    "relu_": "relu",
+    "add_": "add",
+    "mul_": "mul",
+    "sigmoid_": "sigmoid",
+    "tanh_": "tanh",
+    "clamp_": "clamp",
+    "sub_": "sub",
+    "div_": "div",
+}
 
 
 def module_kind(module: nn.Module) -> str:

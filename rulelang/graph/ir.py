@@ -1,4 +1,5 @@
 """The model side's output: the traced graph as a list of ops with kinds, inputs and provenance."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ class Op:
     BatchNorm was folded in (`fold`) or when the op is one element (`pick`) of a tuple-producing call such as
     `chunk`). `inputs` are the activation nodes it consumes, in argument order (repeats kept: `x + x`).
     """
+
     name: str
     kind: str
     node: fx.Node
@@ -35,6 +37,7 @@ class Op:
 @dataclass
 class OpGraph:
     """The model as ops in topological order, plus the traced GraphModule they refer to."""
+
     gm: fx.GraphModule
     input: fx.Node
     output: fx.Node

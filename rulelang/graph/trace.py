@@ -3,10 +3,11 @@
 The user's model is never changed: its `training` flags are restored after tracing in eval mode, and shape
 propagation runs on meta tensors, so no buffer (e.g. BatchNorm statistics) is touched.
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.fx as fx
@@ -45,14 +46,15 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
             m.training = flag
 
 
-def trace(model: torch.nn.Module, example_input: torch.Tensor,
-          leaf_modules: LeafSpec = ()) -> fx.GraphModule:
+def trace(model: torch.nn.Module, example_input: torch.Tensor, leaf_modules: LeafSpec = ()) -> fx.GraphModule:
     """Symbolically traces `model` (or reuses it when it already is a GraphModule) and annotates shapes."""
     if not isinstance(model, torch.nn.Module):
         raise CompileError(f"expected a torch.nn.Module to explain, got {type(model).__name__}")
     if not isinstance(example_input, torch.Tensor):
-        raise CompileError("example_input must be one tensor shaped like the model's input "
-                           f"(got {type(example_input).__name__}); models with several inputs are not supported")
+        raise CompileError(
+            "example_input must be one tensor shaped like the model's input "
+            f"(got {type(example_input).__name__}); models with several inputs are not supported"
+        )
     with eval_mode(model):
         if isinstance(model, fx.GraphModule):
             gm = model
@@ -65,7 +67,8 @@ def trace(model: torch.nn.Module, example_input: torch.Tensor,
                     "  Symbolic tracing fails on data-dependent Python control flow (if/for on tensor values) and "
                     "on calls fx cannot see through. Fix: pass leaf_modules=[TheOffendingModuleClass] so it is "
                     "treated as one op, rewrite the branch with torch.where, or pass a torch.fx.GraphModule you "
-                    "built yourself.") from None
+                    "built yourself."
+                ) from None
             gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
         _check_io(gm)
         _propagate_shapes(gm, example_input)
@@ -76,19 +79,25 @@ def _check_io(gm: fx.GraphModule) -> None:
     inputs = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(inputs) != 1:
         names = ", ".join(n.name for n in inputs)
-        raise CompileError(f"the model takes {len(inputs)} inputs ({names}); rulelang explains models with one "
-                           "input tensor: wrap it, e.g. `lambda x: model(x, other)` in an nn.Module")
+        raise CompileError(
+            f"the model takes {len(inputs)} inputs ({names}); rulelang explains models with one "
+            "input tensor: wrap it, e.g. `lambda x: model(x, other)` in an nn.Module"
+        )
     out = next(n for n in gm.graph.nodes if n.op == "output")
     result = out.args[0]
     if not isinstance(result, fx.Node):
-        raise CompileError("the model returns several outputs (a tuple, list or dict); rulelang explains one output "
-                           "tensor: wrap the model so that forward returns the tensor to explain (e.g. the logits)")
+        raise CompileError(
+            "the model returns several outputs (a tuple, list or dict); rulelang explains one output "
+            "tensor: wrap the model so that forward returns the tensor to explain (e.g. the logits)"
+        )
 
 
 def _propagate_shapes(gm: fx.GraphModule, example_input: torch.Tensor) -> None:
     """Shapes and dtypes by running the graph once on the example input's meta twin with meta parameters."""
-    meta_state = {k: torch.empty_like(v, device="meta") for k, v in
-                  list(gm.named_parameters(remove_duplicate=False)) + list(gm.named_buffers(remove_duplicate=False))}
+    meta_state = {
+        k: torch.empty_like(v, device="meta")
+        for k, v in list(gm.named_parameters(remove_duplicate=False)) + list(gm.named_buffers(remove_duplicate=False))
+    }
     meta_input = torch.empty_like(example_input, device="meta")
     try:
         with torch.nn.utils.stateless._reparametrize_module(gm, meta_state), torch.no_grad():
@@ -104,6 +113,7 @@ def _propagate_shapes(gm: fx.GraphModule, example_input: torch.Tensor) -> None:
 
 def _is_tensor_node(node: fx.Node) -> bool:
     from torch.fx.passes.shape_prop import TensorMetadata
+
     return isinstance(node.meta.get("tensor_meta"), TensorMetadata)
 
 

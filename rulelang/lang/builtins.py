@@ -1,4 +1,5 @@
 """The builtin functions of rule bodies: arity, keywords, and where each may be used."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,8 +26,24 @@ FUNCTIONS: dict[str, Signature] = {
     "percentile": Signature(2, 2, (), "percentile(t, q)"),
     "maximum": Signature(2, 2, (), "maximum(a, b)"),
     "minimum": Signature(2, 2, (), "minimum(a, b)"),
-    **{n: _unary(n) for n in ("pos", "neg", "abs", "sign", "exp", "log", "sqrt", "ones_like", "zeros_like",
-                              "sum", "mean", "max", "min")},
+    **{
+        n: _unary(n)
+        for n in (
+            "pos",
+            "neg",
+            "abs",
+            "sign",
+            "exp",
+            "log",
+            "sqrt",
+            "ones_like",
+            "zeros_like",
+            "sum",
+            "mean",
+            "max",
+            "min",
+        )
+    },
 }
 
 #: Functions bound to the current node's op, and the contexts that may call them.

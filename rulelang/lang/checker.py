@@ -13,6 +13,7 @@ Names visible in each context:
 
 A `define:` expression is checked where it is used: the names it reads must be visible there.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -28,18 +29,20 @@ from .printer import format_selector
 from .selectors import covered_by, possible_kinds
 from .visit import children, walk
 
-_WB_HINT = ("`w` and `b` exist only when every op kind the selector can match is parametric "
-            "(dense, conv, affine); narrow it, e.g. `... & linear`")
+_WB_HINT = (
+    "`w` and `b` exist only when every op kind the selector can match is parametric "
+    "(dense, conv, affine); narrow it, e.g. `... & linear`"
+)
 
 
 @dataclass
 class Scope:
-    context: str                                   # "rule", "forward", "init", "final"
+    context: str  # "rule", "forward", "init", "final"
     names: set[str]
-    missing: dict[str, tuple[str, str | None]]     # known-but-unavailable name -> (message, hint)
+    missing: dict[str, tuple[str, str | None]]  # known-but-unavailable name -> (message, hint)
     index_ok: bool = False
     wb_ok: bool = False
-    where: str = ""                                # "rules matching `relu`", "`init:`"
+    where: str = ""  # "rules matching `relu`", "`init:`"
 
 
 @dataclass
@@ -74,20 +77,27 @@ class _Checker:
         relevance = streams if context in ("rule", "final") else set()
         names |= relevance
         if "R" not in streams:
-            missing["R"] = (f"this file has streams {', '.join(f'`{s}`' for s in rf.streams)}: read them "
-                            "by name, not as `R`", None)
+            missing["R"] = (
+                f"this file has streams {', '.join(f'`{s}`' for s in rf.streams)}: read them by name, not as `R`",
+                None,
+            )
         for s in streams - relevance:
-            missing[s] = (f"relevance `{s}` is not available in {where}",
-                          None if context != "forward" else "`forward:` runs in the forward pass")
+            missing[s] = (
+                f"relevance `{s}` is not available in {where}",
+                None if context != "forward" else "`forward:` runs in the forward pass",
+            )
         wb_ok = bool(kinds) and kinds <= K.PARAMETRIC and context in ("rule", "forward")
         index_ok = bool(kinds & K.MULTI_INPUT) and context in ("rule", "forward")
         base = {"rule": {"x", "y"}, "forward": {"x", "y"}, "init": {"y", "target"}, "final": {"x"}}[context]
         names |= base
         for n in ("x", "y"):
             if n not in base:
-                missing[n] = (f"`{n}` is not available in {where}",
-                              "`init:` sees y, target, y0, parameters and definitions" if context == "init"
-                              else "`final:` sees x (the model input), the relevance, x0, parameters, definitions")
+                missing[n] = (
+                    f"`{n}` is not available in {where}",
+                    "`init:` sees y, target, y0, parameters and definitions"
+                    if context == "init"
+                    else "`final:` sees x (the model input), the relevance, x0, parameters, definitions",
+                )
         if context != "init":
             missing["target"] = ("`target` is only available in `init:`", None)
         for n in ("w", "b"):
@@ -100,8 +110,10 @@ class _Checker:
         if index_ok:
             names.add("i")
         else:
-            missing["i"] = (f"`i` is not defined for {where}",
-                            "`i` and `x[i]` are for multi-input ops (add, mul, cat, matmul)")
+            missing["i"] = (
+                f"`i` is not defined for {where}",
+                "`i` and `x[i]` are for multi-input ops (add, mul, cat, matmul)",
+            )
         for n, visible in (("x0", context != "init"), ("y0", context in ("rule", "forward", "init"))):
             if rf.reference is None:
                 missing[n] = (f"`{n}` needs a reference pass", "declare `reference: zeros` (or `input`, `blur`)")
@@ -124,24 +136,33 @@ class _Checker:
             for inner in self.define_free.get(n.id, []):
                 if inner.id not in scope.names:
                     msg, _ = scope.missing.get(inner.id, (f"unknown name `{inner.id}`", None))
-                    self.err(n.pos, f"definition `{n.id}` reads `{inner.id}`: {msg}",
-                             f"`{inner.id}` is read at line {inner.pos.line}" if inner.pos else None)
+                    self.err(
+                        n.pos,
+                        f"definition `{n.id}` reads `{inner.id}`: {msg}",
+                        f"`{inner.id}` is read at line {inner.pos.line}" if inner.pos else None,
+                    )
                     return
             return
         if n.id in scope.names:
             return
         if n.id in later:
             p = later[n.id]
-            self.err(n.pos, f"`{n.id}` is used before it is assigned",
-                     f"it is assigned at line {p.line}" if p else None)
+            self.err(
+                n.pos, f"`{n.id}` is used before it is assigned", f"it is assigned at line {p.line}" if p else None
+            )
         elif n.id in scope.missing:
             msg, hint = scope.missing[n.id]
             self.err(n.pos, msg, hint)
         else:
             self.err(n.pos, f"unknown name `{n.id}`", did_you_mean(n.id, scope.names | local))
 
-    def expr(self, e: Expr, scope: Scope, local: set[str] = frozenset(),  # type: ignore[assignment]
-             later: dict[str, Pos | None] | None = None) -> None:
+    def expr(
+        self,
+        e: Expr,
+        scope: Scope,
+        local: set[str] = frozenset(),  # type: ignore[assignment]
+        later: dict[str, Pos | None] | None = None,
+    ) -> None:
         later = later or {}
         if isinstance(e, Name):
             self.name(e, scope, local, later)
@@ -154,8 +175,11 @@ class _Checker:
             if not (isinstance(e.value, Name) and e.value.id in ("x", "x0")):
                 self.err(e.pos, "only `x` and `x0` can be indexed (`x[i]`: input i of a multi-input op)")
             elif not scope.index_ok and e.value.id in scope.names:
-                self.err(e.pos, f"`{e.value.id}[...]` is not defined for {scope.where or 'this context'}",
-                         "`x[i]` is for multi-input ops (add, mul, cat, matmul)")
+                self.err(
+                    e.pos,
+                    f"`{e.value.id}[...]` is not defined for {scope.where or 'this context'}",
+                    "`x[i]` is for multi-input ops (add, mul, cat, matmul)",
+                )
         for c in children(e):
             self.expr(c, scope, local, later)
 
@@ -166,17 +190,21 @@ class _Checker:
             return
         contexts = NODE_FUNCTIONS.get(e.func)
         if contexts is not None and scope.context not in contexts:
-            self.err(e.pos, f"`{e.func}` is not available in {scope.where or 'this context'}",
-                     f"`{e.func}` applies the node's op; it is used in "
-                     + (" and ".join(f"`{c}:`" if c != "rule" else "rule bodies" for c in contexts)))
+            self.err(
+                e.pos,
+                f"`{e.func}` is not available in {scope.where or 'this context'}",
+                f"`{e.func}` applies the node's op; it is used in "
+                + (" and ".join(f"`{c}:`" if c != "rule" else "rule bodies" for c in contexts)),
+            )
             return
         if not sig.min_args <= len(e.args) <= sig.max_args:
             self.err(e.pos, f"`{e.func}` takes {arity_text(sig)}, got {len(e.args)}", f"usage: {sig.usage}")
         kw = dict(e.kwargs)
         for k in kw:
             if k not in sig.keywords:
-                self.err(e.pos, f"`{e.func}` has no keyword `{k}`",
-                         did_you_mean(k, sig.keywords) or f"usage: {sig.usage}")
+                self.err(
+                    e.pos, f"`{e.func}` has no keyword `{k}`", did_you_mean(k, sig.keywords) or f"usage: {sig.usage}"
+                )
         if e.func in ("layer", "vjp") and kw and not scope.wb_ok:
             self.err(e.pos, f"`{e.func}(..., {next(iter(kw))}=...)` is not defined for {scope.where}", _WB_HINT)
         if e.func == "clamp":
@@ -197,7 +225,8 @@ class _Checker:
                 self.err(pos, f"forward quantity `.{e.attr}` can only be read from `x` or `x[i]`")
             return
         hint = did_you_mean(e.attr, set(ELEMENTWISE_ATTRS) | self.forward_names) or (
-            "attributes are `.pos`, `.neg`, `.abs`, and forward quantities declared under a rule's `forward:`")
+            "attributes are `.pos`, `.neg`, `.abs`, and forward quantities declared under a rule's `forward:`"
+        )
         self.err(pos, f"unknown attribute `.{e.attr}`", hint)
 
     def block(self, b: Block, scope: Scope) -> None:
@@ -206,7 +235,7 @@ class _Checker:
         for a in b.assigns:
             later.setdefault(a.name, a.pos)
         used: set[str] = set()
-        for k, a in enumerate(b.assigns):
+        for _k, a in enumerate(b.assigns):
             if a.name in ("x", "y", "R", "w", "b", "i", "x0", "y0", "target") or a.name in self.rf.streams:
                 self.err(a.pos, f"cannot assign to the built-in name `{a.name}`", "choose another name")
             pending = {n: p for n, p in later.items() if n not in local}
@@ -222,13 +251,24 @@ class _Checker:
     # ---------------------------------------------------------------------------------------- file
     def defines_(self) -> None:
         """Check each definition's syntax-level names, detect cycles, compute the names it reads."""
-        everything = Scope("rule", set(self.params) | set(self.defines) | set(self.fits) | set(self.rf.streams)
-                           | {"x", "y", "R", "w", "b", "i", "target"}
-                           | ({"x0", "y0"} if self.rf.reference else set()), {}, True, True, "a definition")
+        everything = Scope(
+            "rule",
+            set(self.params)
+            | set(self.defines)
+            | set(self.fits)
+            | set(self.rf.streams)
+            | {"x", "y", "R", "w", "b", "i", "target"}
+            | ({"x0", "y0"} if self.rf.reference else set()),
+            {},
+            True,
+            True,
+            "a definition",
+        )
         if self.rf.reference is None:
-            everything.missing = {n: (f"`{n}` needs a reference pass", "declare `reference: zeros`")
-                                  for n in ("x0", "y0")}
-        for name, e in self.rf.define:
+            everything.missing = {
+                n: (f"`{n}` needs a reference pass", "declare `reference: zeros`") for n in ("x0", "y0")
+            }
+        for _name, e in self.rf.define:
             self.expr(e, everything)
         state: dict[str, int] = {}
 
@@ -259,12 +299,19 @@ class _Checker:
             self.rule(r)
             assert r.match is not None
             if not possible_kinds(r.match):
-                self.err(r.match.pos, f"this rule can never match: `{format_selector(r.match)}` selects no op "
-                         "kind", None, severity="warning")
+                self.err(
+                    r.match.pos,
+                    f"this rule can never match: `{format_selector(r.match)}` selects no op kind",
+                    None,
+                    severity="warning",
+                )
             elif earlier and covered_by(r.match, earlier):
-                self.err(r.match.pos, "this rule can never match: earlier rules already match every node it "
-                         "selects", "rules are tried in order; move it up or narrow the earlier selectors",
-                         severity="warning")
+                self.err(
+                    r.match.pos,
+                    "this rule can never match: earlier rules already match every node it selects",
+                    "rules are tried in order; move it up or narrow the earlier selectors",
+                    severity="warning",
+                )
             earlier.append(r.match)
         if self.rf.default is not None:
             self.rule(self.rf.default, is_default=True)

@@ -5,6 +5,7 @@ one per YAML scalar (mapping block scalars, folded scalars and quoted scalars ba
 the parser turns Lark's offsets into file positions through it, so every AST `Pos` and every error points at
 the exact place in the file.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -40,9 +41,16 @@ class Located:
     text's own line is shown, shifted to its column.
     """
 
-    def __init__(self, text: str, *, path: str | None = None, line: int = 1, col: int = 1,
-                 points: Sequence[tuple[int, int]] | None = None,
-                 file_lines: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        text: str,
+        *,
+        path: str | None = None,
+        line: int = 1,
+        col: int = 1,
+        points: Sequence[tuple[int, int]] | None = None,
+        file_lines: Sequence[str] | None = None,
+    ) -> None:
         self.text = text
         self.path = path
         self.line = line
@@ -74,8 +82,7 @@ class Located:
 
     def error(self, message: str, offset: int, hint: str | None = None) -> RuleError:
         line, col = self.linecol(offset)
-        return RuleError(message, path=self.path, line=line, col=col, source_line=self.source_line(line),
-                         hint=hint)
+        return RuleError(message, path=self.path, line=line, col=col, source_line=self.source_line(line), hint=hint)
 
 
 class SourceFile:
@@ -91,11 +98,16 @@ class SourceFile:
         k = bisect_right(self._starts, offset) - 1
         return k + 1, offset - self._starts[k] + 1
 
-    def error(self, message: str, line: int | None = None, col: int | None = None, hint: str | None = None,
-              severity: str = "error") -> RuleError:
+    def error(
+        self,
+        message: str,
+        line: int | None = None,
+        col: int | None = None,
+        hint: str | None = None,
+        severity: str = "error",
+    ) -> RuleError:
         src = self.lines[line - 1] if line is not None and 0 < line <= len(self.lines) else None
-        return RuleError(message, path=self.path, line=line, col=col, source_line=src, hint=hint,
-                         severity=severity)
+        return RuleError(message, path=self.path, line=line, col=col, source_line=src, hint=hint, severity=severity)
 
 
 _LINES: dict[str, list[str]] = {}
@@ -118,12 +130,20 @@ def file_lines(path: str | None) -> list[str] | None:
     return _LINES[path]
 
 
-def error_at(pos: Pos | None, message: str, hint: str | None = None, *, lines: Sequence[str] | None = None,
-             severity: str = "error", path: str | None = None) -> RuleError:
+def error_at(
+    pos: Pos | None,
+    message: str,
+    hint: str | None = None,
+    *,
+    lines: Sequence[str] | None = None,
+    severity: str = "error",
+    path: str | None = None,
+) -> RuleError:
     """A RuleError at an AST position (the source line comes from `lines` or the file at `pos.path`)."""
     if pos is None:
         return RuleError(message, path=path, hint=hint, severity=severity)
     lines = lines if lines is not None else file_lines(pos.path)
     src = lines[pos.line - 1] if lines is not None and 0 < pos.line <= len(lines) else None
-    return RuleError(message, path=pos.path or path, line=pos.line, col=pos.col, source_line=src, hint=hint,
-                     severity=severity)
+    return RuleError(
+        message, path=pos.path or path, line=pos.line, col=pos.col, source_line=src, hint=hint, severity=severity
+    )

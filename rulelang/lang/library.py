@@ -3,6 +3,7 @@
 A library name is a file stem (`lrp-epsilon` -> `rules/lrp-epsilon.yaml`). Files whose name starts with `_`
 are shared definitions meant for `extend:`; they can be loaded by name but are not listed as methods.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -56,6 +57,7 @@ def find_rule(name: str) -> Path:
     stem = name[:-5] if name.endswith(".yaml") else name
     if stem in files:
         return files[stem]
-    hint = did_you_mean(stem, files) or ("available: " + ", ".join(list_rules()) if files
-                                         else f"the library folder {rules_dir()} has no rule files")
+    hint = did_you_mean(stem, files) or (
+        "available: " + ", ".join(list_rules()) if files else f"the library folder {rules_dir()} has no rule files"
+    )
     raise RuleError(f"unknown rule `{name}`", hint=hint)

@@ -3,6 +3,7 @@ bind parameters (keyword overrides), evaluate `require:`, normalise streams, and
 
     rf = load("lrp-epsilon", eps=1e-3)      # a library name, or a path to a .yaml file
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,24 @@ from .parser import parse_block, parse_expr, parse_selector
 from .yamlsource import YamlSource
 
 VERSION = 1
-TOP_KEYS = ["rulelang", "name", "summary", "references", "params", "require", "define", "extend", "init",
-            "final", "reference", "fit", "streams", "rules", "default"]
+TOP_KEYS = [
+    "rulelang",
+    "name",
+    "summary",
+    "references",
+    "params",
+    "require",
+    "define",
+    "extend",
+    "init",
+    "final",
+    "reference",
+    "fit",
+    "streams",
+    "rules",
+    "default",
+    "conserves",
+]
 RULE_KEYS = ["match", "relevance", "forward"]
 REFERENCES = ["zeros", "input", "blur"]
 ESTIMATORS = ["linear", "relu"]
@@ -45,6 +62,7 @@ class _RawRule:
 @dataclass
 class _Raw:
     """One file as written (before `extend:` is resolved)."""
+
     path: Path
     src: YamlSource
     root_pos: Pos
@@ -62,6 +80,7 @@ class _Raw:
     streams: tuple[tuple[str, ...], yaml.Node] | None = None
     rules: list[_RawRule] = field(default_factory=list)
     default: _RawRule | None = None
+    conserves: bool | None = None
 
 
 # ------------------------------------------------------------------------------------------- one file
@@ -93,8 +112,9 @@ def _identifier(src: YamlSource, knode: yaml.Node, what: str) -> str:
     if not key.isidentifier() or not key.isascii():
         raise src.fail(knode, f"{what} `{key}` is not a valid name", "names are letters, digits and `_`")
     if key in RESERVED:
-        raise src.fail(knode, f"{what} `{key}` clashes with a built-in name",
-                       "reserved names: " + ", ".join(sorted(RESERVED)))
+        raise src.fail(
+            knode, f"{what} `{key}` clashes with a built-in name", "reserved names: " + ", ".join(sorted(RESERVED))
+        )
     return key
 
 
@@ -105,7 +125,9 @@ def _rule(src: YamlSource, node: yaml.Node, what: str, is_default: bool = False)
     m = src.mapping(node, what, keys)
     for key in keys[:-1]:
         if key not in m:
-            raise src.fail(node, f"{what} has no `{key}:`", f"a rule needs {' and '.join(f'`{k}:`' for k in keys[:-1])}")
+            raise src.fail(
+                node, f"{what} has no `{key}:`", f"a rule needs {' and '.join(f'`{k}:`' for k in keys[:-1])}"
+            )
     match = None if is_default else _selector(src, m["match"][1], "`match:`")
     relevance = _body(src, m["relevance"][1], "`relevance:`")
     forward: list[tuple[str, Expr]] = []
@@ -142,8 +164,9 @@ def _read_uncached(path: Path) -> _Raw:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise RuleError(f"cannot read rule file: {e.strerror if isinstance(e, OSError) else e}",
-                        path=str(path)) from None
+        raise RuleError(
+            f"cannot read rule file: {e.strerror if isinstance(e, OSError) else e}", path=str(path)
+        ) from None
     src = YamlSource(text, str(path))
     remember_lines(str(path), src.lines)
     if src.root is None or (isinstance(src.root, yaml.ScalarNode) and not src.root.value.strip()):
@@ -154,8 +177,7 @@ def _read_uncached(path: Path) -> _Raw:
         raise src.error("missing `rulelang:` (the language version)", 1, 1, "add `rulelang: 1` at the top")
     vnode = top["rulelang"][1]
     if src.integer(vnode, "`rulelang:`") != VERSION:
-        raise src.fail(vnode, f"unsupported rulelang version {vnode.value}",
-                       f"this rulelang reads version {VERSION}")
+        raise src.fail(vnode, f"unsupported rulelang version {vnode.value}", f"this rulelang reads version {VERSION}")
     if "summary" not in top:
         raise src.error("missing `summary:`", 1, 1, "add a one-line `summary:` of the method")
     raw.summary = src.string(top["summary"][1], "`summary:`")
@@ -164,7 +186,7 @@ def _read_uncached(path: Path) -> _Raw:
     if "references" in top:
         raw.references = [src.string(n, "a reference") for n in src.sequence(top["references"][1], "`references:`")]
     if "params" in top:
-        for key, (kn, vn) in src.mapping(top["params"][1], "`params:`").items():
+        for _key, (kn, vn) in src.mapping(top["params"][1], "`params:`").items():
             name = _identifier(src, kn, "parameter")
             if isinstance(vn, yaml.SequenceNode):
                 values = [src.number(n, f"parameter `{name}`") for n in vn.value]
@@ -199,8 +221,12 @@ def _read_uncached(path: Path) -> _Raw:
     if "reference" in top:
         ref = src.string(top["reference"][1], "`reference:`")
         if ref not in REFERENCES:
-            raise src.fail(top["reference"][1], f"unknown reference `{ref}`",
-                           did_you_mean(ref, REFERENCES) or "one of: " + ", ".join(REFERENCES), content=True)
+            raise src.fail(
+                top["reference"][1],
+                f"unknown reference `{ref}`",
+                did_you_mean(ref, REFERENCES) or "one of: " + ", ".join(REFERENCES),
+                content=True,
+            )
         raw.reference = ref
     if "fit" in top:
         for key, (kn, vn) in src.mapping(top["fit"][1], "`fit:`").items():
@@ -211,8 +237,12 @@ def _read_uncached(path: Path) -> _Raw:
             est_node = spec["estimator"][1]
             est = src.string(est_node, "`estimator:`")
             if est not in ESTIMATORS:
-                raise src.fail(est_node, f"unknown estimator `{est}`",
-                               did_you_mean(est, ESTIMATORS) or "one of: " + ", ".join(ESTIMATORS), content=True)
+                raise src.fail(
+                    est_node,
+                    f"unknown estimator `{est}`",
+                    did_you_mean(est, ESTIMATORS) or "one of: " + ", ".join(ESTIMATORS),
+                    content=True,
+                )
             match = _selector(src, spec["match"][1], "`match:`") if "match" in spec else None
             raw.fit[name] = Fit(name, est, match, src.pos(kn))
     if "rules" in top:
@@ -220,6 +250,12 @@ def _read_uncached(path: Path) -> _Raw:
         raw.rules = [_rule(src, n, f"rule {k + 1}") for k, n in enumerate(items)]
     if "default" in top:
         raw.default = _rule(src, top["default"][1], "`default:`", is_default=True)
+    if "conserves" in top:
+        node = top["conserves"][1]
+        value = src.string(node, "`conserves:`")
+        if value not in ("true", "false"):
+            raise src.fail(node, "`conserves:` must be `true` or `false`", content=True)
+        raw.conserves = value == "true"
     return raw
 
 
@@ -262,23 +298,35 @@ def _streams_of(chain: list[_Raw]) -> tuple[str, ...]:
     for r in declared[1:]:
         if r.streams[0] != first:  # type: ignore[index]
             src, node = declared[0].src, declared[0].streams[1]  # type: ignore[index]
-            raise src.fail(node, f"`streams:` {list(first)} differ from {list(r.streams[0])} "  # type: ignore[index]
-                                 f"in the extended file {r.path.name}")
+            raise src.fail(
+                node,
+                f"`streams:` {list(first)} differ from {list(r.streams[0])} "  # type: ignore[index]
+                f"in the extended file {r.path.name}",
+            )
     return first
 
 
-def _per_stream(body: Body, streams: tuple[str, ...], src: YamlSource, where: Pos, what: str
-                ) -> tuple[tuple[str, Block], ...]:
+def _per_stream(
+    body: Body, streams: tuple[str, ...], src: YamlSource, where: Pos, what: str
+) -> tuple[tuple[str, Block], ...]:
     if isinstance(body, Block):
         return tuple((s, body) for s in streams)
     for key, (_, kpos) in body.items():
         if key not in streams:
-            raise src.error(f"{what} names unknown stream `{key}`", kpos.line, kpos.col,
-                            did_you_mean(key, streams) or "streams: " + ", ".join(streams))
+            raise src.error(
+                f"{what} names unknown stream `{key}`",
+                kpos.line,
+                kpos.col,
+                did_you_mean(key, streams) or "streams: " + ", ".join(streams),
+            )
     missing = [s for s in streams if s not in body]
     if missing:
-        raise src.error(f"{what} gives no body for stream `{missing[0]}`", where.line, where.col,
-                        "give a body for every stream, or one plain body used for all")
+        raise src.error(
+            f"{what} gives no body for stream `{missing[0]}`",
+            where.line,
+            where.col,
+            "give a body for every stream, or one plain body used for all",
+        )
     return tuple((s, body[s][0]) for s in streams)
 
 
@@ -302,6 +350,7 @@ def _merge(chain: list[_Raw], overrides: dict[str, Any]) -> RuleFile:
     first = lambda attr: next((r for r in chain if getattr(r, attr) is not None), None)  # noqa: E731
     init_raw, final_raw = first("init"), first("final")
     ref_raw, default_raw = first("reference"), first("default")
+    conserves_raw = first("conserves")
     if init_raw is not None:
         init = _per_stream(init_raw.init[0], streams, init_raw.src, init_raw.init[1], "`init:`")  # type: ignore[index]
     else:
@@ -311,8 +360,12 @@ def _merge(chain: list[_Raw], overrides: dict[str, Any]) -> RuleFile:
     elif streams == (DEFAULT_STREAM,):
         final = DEFAULT_FINAL
     else:
-        raise child.src.error("a file with several `streams:` must give `final:`", 1, 1,
-                              "e.g. `final: (x - x0) * (" + " + ".join(streams) + ") / 2`")
+        raise child.src.error(
+            "a file with several `streams:` must give `final:`",
+            1,
+            1,
+            "e.g. `final: (x - x0) * (" + " + ".join(streams) + ") / 2`",
+        )
     rules = [_norm_rule(r, streams, src.src) for src in chain for r in src.rules]
     default = _norm_rule(default_raw.default, streams, default_raw.src) if default_raw else None  # type: ignore[arg-type]
     if not rules and default is None:
@@ -321,11 +374,24 @@ def _merge(chain: list[_Raw], overrides: dict[str, Any]) -> RuleFile:
     requires = [e for r in chain for e in r.require]
     check_requires(requires, bound)
     return RuleFile(
-        name=child.name, summary=child.summary, version=VERSION, references=tuple(references),
-        params=tuple(bound.items()), require=tuple(requires), define=tuple(define.items()), streams=streams,
-        init=init, final=final, rules=tuple(rules), default=default,
-        reference=ref_raw.reference if ref_raw else None, fit=tuple(fit.values()),
-        extends=tuple(str(r.path) for r in chain[1:]), path=str(child.path))
+        name=child.name,
+        summary=child.summary,
+        version=VERSION,
+        references=tuple(references),
+        params=tuple(bound.items()),
+        require=tuple(requires),
+        define=tuple(define.items()),
+        streams=streams,
+        init=init,
+        final=final,
+        rules=tuple(rules),
+        default=default,
+        reference=ref_raw.reference if ref_raw else None,
+        conserves=bool(conserves_raw.conserves) if conserves_raw else False,
+        fit=tuple(fit.values()),
+        extends=tuple(str(r.path) for r in chain[1:]),
+        path=str(child.path),
+    )
 
 
 # ---------------------------------------------------------------------------------------------- public

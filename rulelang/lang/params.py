@@ -5,6 +5,7 @@ comparisons over parameters (no tensors); with per-channel parameters a requirem
 channel (scalars broadcast). `==` and `!=` compare with a relative tolerance of 1e-9, so `alpha - beta == 1`
 holds for alpha=1.1, beta=0.1.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,6 +22,7 @@ Value = float | tuple[float, ...]
 
 def coerce(name: str, value: Any) -> Value:
     """A user-supplied parameter value -> float or tuple of floats (RuleError for anything else)."""
+
     def one(v: Any) -> float:
         if isinstance(v, bool) or v is None:
             raise TypeError
@@ -36,18 +38,21 @@ def coerce(name: str, value: Any) -> Value:
             return tuple(one(v) for v in value)
         return one(value)
     except (TypeError, ValueError):
-        raise RuleError(f"parameter `{name}` must be a finite number or a list of numbers, "
-                        f"got {type(value).__name__} {value!r}") from None
+        raise RuleError(
+            f"parameter `{name}` must be a finite number or a list of numbers, got {type(value).__name__} {value!r}"
+        ) from None
 
 
-def bind_params(params: dict[str, tuple[Value, Pos]], overrides: dict[str, Any], file_name: str,
-                path: str | None) -> dict[str, Value]:
+def bind_params(
+    params: dict[str, tuple[Value, Pos]], overrides: dict[str, Any], file_name: str, path: str | None
+) -> dict[str, Value]:
     """The file's parameters with `overrides` applied (unknown names fail with "did you mean")."""
     bound = {k: v for k, (v, _) in params.items()}
     for key, value in overrides.items():
         if key not in bound:
-            hint = did_you_mean(key, bound) or (f"parameters: {', '.join(bound)}" if bound
-                                                else "this rule file has no parameters")
+            hint = did_you_mean(key, bound) or (
+                f"parameters: {', '.join(bound)}" if bound else "this rule file has no parameters"
+            )
             raise RuleError(f"unknown parameter `{key}` for `{file_name}`", path=path, hint=hint)
         try:
             bound[key] = coerce(key, value)
@@ -57,13 +62,26 @@ def bind_params(params: dict[str, tuple[Value, Pos]], overrides: dict[str, Any],
 
 
 _FUNCS: dict[str, Callable[..., float]] = {
-    "abs": abs, "sqrt": math.sqrt, "exp": math.exp, "log": math.log,
-    "sign": lambda v: math.copysign(1.0, v) if v != 0 else 0.0, "maximum": max, "minimum": min,
+    "abs": abs,
+    "sqrt": math.sqrt,
+    "exp": math.exp,
+    "log": math.log,
+    "sign": lambda v: math.copysign(1.0, v) if v != 0 else 0.0,
+    "maximum": max,
+    "minimum": min,
 }
 _BIN: dict[str, Callable[[Any, Any], Any]] = {
-    "+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a / b,
-    "**": lambda a, b: a ** b, "<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b, "&": lambda a, b: bool(a) and bool(b), "|": lambda a, b: bool(a) or bool(b),
+    "+": lambda a, b: a + b,
+    "-": lambda a, b: a - b,
+    "*": lambda a, b: a * b,
+    "/": lambda a, b: a / b,
+    "**": lambda a, b: a**b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "&": lambda a, b: bool(a) and bool(b),
+    "|": lambda a, b: bool(a) or bool(b),
     "==": lambda a, b: math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12),
     "!=": lambda a, b: not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12),
 }
@@ -75,8 +93,11 @@ def evaluate(e: Expr, env: dict[str, float]) -> Any:
         return e.value
     if isinstance(e, Name):
         if e.id not in env:
-            raise error_at(e.pos, f"unknown name `{e.id}` in `require:`",
-                           did_you_mean(e.id, env) or "`require:` may only use parameters")
+            raise error_at(
+                e.pos,
+                f"unknown name `{e.id}` in `require:`",
+                did_you_mean(e.id, env) or "`require:` may only use parameters",
+            )
         return env[e.id]
     if isinstance(e, Unary):
         v = evaluate(e.operand, env)
@@ -97,9 +118,11 @@ def evaluate(e: Expr, env: dict[str, float]) -> Any:
         except (ValueError, TypeError) as err:
             raise error_at(e.pos, f"cannot evaluate `{e.func}` in requirement: {err}") from None
     what = f"`{e.func}(...)`" if isinstance(e, Call) else "this expression"
-    raise error_at(e.pos, f"{what} cannot be used in `require:`",
-                   "requirements are arithmetic and comparisons over parameters "
-                   "(functions: " + ", ".join(_FUNCS) + ")")
+    raise error_at(
+        e.pos,
+        f"{what} cannot be used in `require:`",
+        "requirements are arithmetic and comparisons over parameters (functions: " + ", ".join(_FUNCS) + ")",
+    )
 
 
 def check_requires(requires: list[Expr], params: dict[str, Value]) -> None:
@@ -115,10 +138,15 @@ def check_requires(requires: list[Expr], params: dict[str, Value]) -> None:
             if not evaluate(e, env):
                 shown = ", ".join(f"{n}={_show(params[n])}" for n in used)
                 from .printer import format_expr
-                raise error_at(e.pos, f"requirement violated: `{format_expr(e)}`",
-                               f"with {shown}" + (f" (channel {c})" if channels > 1 else ""))
+
+                raise error_at(
+                    e.pos,
+                    f"requirement violated: `{format_expr(e)}`",
+                    f"with {shown}" + (f" (channel {c})" if channels > 1 else ""),
+                )
 
 
 def _show(v: Value) -> str:
     from .printer import format_number
+
     return "[" + ", ".join(format_number(x) for x in v) + "]" if isinstance(v, tuple) else format_number(v)

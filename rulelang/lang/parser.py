@@ -4,6 +4,7 @@ Every function takes the text plus where it starts in its file (`line`, `col`; l
 text start at column `col`, as in a YAML block scalar) or a `Located` with an exact per-character map. Every
 AST node's `pos` is a file position; syntax errors are `RuleError`s with a human "expected ..." hint.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,25 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 
 from ..errors import RuleError
 from . import kinds as K
-from .ast import (And, Assign, Attr, Binary, Block, Call, Expr, Index, Kind, Name, NameGlob, Not, Num, Or,
-                  Position, Selector, Unary)
+from .ast import (
+    And,
+    Assign,
+    Attr,
+    Binary,
+    Block,
+    Call,
+    Expr,
+    Index,
+    Kind,
+    Name,
+    NameGlob,
+    Not,
+    Num,
+    Or,
+    Position,
+    Selector,
+    Unary,
+)
 from .diagnostics import Located, did_you_mean
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
@@ -25,8 +43,13 @@ GRAMMAR = Path(__file__).with_name("grammar.lark")
 @lru_cache(maxsize=1)
 def lark_parser() -> Lark:
     """The LALR parser (built once; start symbols `expr_start`, `stmt_start`, `sel_start`)."""
-    return Lark(GRAMMAR.read_text(), parser="lalr", start=["expr_start", "stmt_start", "sel_start"],
-                propagate_positions=True, maybe_placeholders=True)
+    return Lark(
+        GRAMMAR.read_text(),
+        parser="lalr",
+        start=["expr_start", "stmt_start", "sel_start"],
+        propagate_positions=True,
+        maybe_placeholders=True,
+    )
 
 
 # --------------------------------------------------------------------------------------------- transformer
@@ -88,8 +111,10 @@ class _ToAst(Transformer):
                     raise self._err(f"keyword `{a.name}` given twice", a.offset)
                 kwargs.append((a.name, a.value))
             elif kwargs:
-                raise self._err("positional argument after a keyword argument",
-                                meta.start_pos if a.pos is None else self._offset_of(a))
+                raise self._err(
+                    "positional argument after a keyword argument",
+                    meta.start_pos if a.pos is None else self._offset_of(a),
+                )
             else:
                 args.append(a)
         return Call(str(ch[0]), tuple(args), tuple(kwargs), self._pos(meta))
@@ -117,16 +142,19 @@ class _ToAst(Transformer):
         try:
             K.expand(word)
         except KeyError:
-            raise self._err(f"unknown op kind `{word}` in selector", ch[0].start_pos,
-                            did_you_mean(word, K.selector_words() + ["name"])
-                            or "selectors use op kinds (" + ", ".join(K.selector_words())
-                            + ") and `name(\"glob\")`") from None
+            raise self._err(
+                f"unknown op kind `{word}` in selector",
+                ch[0].start_pos,
+                did_you_mean(word, K.selector_words() + ["name"])
+                or "selectors use op kinds (" + ", ".join(K.selector_words()) + ') and `name("glob")`',
+            ) from None
         return Kind(word, self._pos(meta))
 
     def sel_call(self, meta, ch):  # type: ignore[no-untyped-def]
         if str(ch[0]) != "name":
-            raise self._err(f"unknown selector function `{ch[0]}`", ch[0].start_pos,
-                            "the only selector function is `name(\"glob\")`")
+            raise self._err(
+                f"unknown selector function `{ch[0]}`", ch[0].start_pos, 'the only selector function is `name("glob")`'
+            )
         return NameGlob(str(ch[1])[1:-1], self._pos(meta))
 
     def sel_or(self, meta, ch):  # type: ignore[no-untyped-def]
@@ -142,14 +170,36 @@ class _ToAst(Transformer):
 # ------------------------------------------------------------------------------------------ syntax errors
 _STARTERS = {"NAME", "NUMBER", "_LPAR", "MINUS", "PLUS", "TILDE"}
 _OPERATORS = {"BAR", "AMP", "CMP_OP", "PLUS", "MINUS", "STAR", "SLASH", "POW"}
-_SHOW = {"_RPAR": "`)`", "_RSQB": "`]`", "_COMMA": "`,`", "_EQUAL": "`=`", "_LPAR": "`(`", "_DOT": "`.`",
-         "_LSQB": "`[`", "NAME": "a name", "NUMBER": "a number", "STRING": 'a quoted pattern like "fc*"',
-         "CMP_OP": "a comparison", "POW": "`**`", "STAR": "`*`", "SLASH": "`/`", "PLUS": "`+`",
-         "MINUS": "`-`", "TILDE": "`~`", "AMP": "`&`", "BAR": "`|`", "$END": "the end of the text"}
-_CHAR_HINTS = {"^": "use `**` for powers", "!": "use `~` for not (and `!=` for not-equal)",
-               "'": "strings are only used in `name(\"...\")` selectors", '"': "strings are only used in "
-               "`name(\"...\")` selectors", ":": "bodies use `name = expr` lines, not `:`",
-               ";": "put each statement on its own line"}
+_SHOW = {
+    "_RPAR": "`)`",
+    "_RSQB": "`]`",
+    "_COMMA": "`,`",
+    "_EQUAL": "`=`",
+    "_LPAR": "`(`",
+    "_DOT": "`.`",
+    "_LSQB": "`[`",
+    "NAME": "a name",
+    "NUMBER": "a number",
+    "STRING": 'a quoted pattern like "fc*"',
+    "CMP_OP": "a comparison",
+    "POW": "`**`",
+    "STAR": "`*`",
+    "SLASH": "`/`",
+    "PLUS": "`+`",
+    "MINUS": "`-`",
+    "TILDE": "`~`",
+    "AMP": "`&`",
+    "BAR": "`|`",
+    "$END": "the end of the text",
+}
+_CHAR_HINTS = {
+    "^": "use `**` for powers",
+    "!": "use `~` for not (and `!=` for not-equal)",
+    "'": 'strings are only used in `name("...")` selectors',
+    '"': 'strings are only used in `name("...")` selectors',
+    ":": "bodies use `name = expr` lines, not `:`",
+    ";": "put each statement on its own line",
+}
 
 
 def _expected(names: set[str], what: str) -> str:
@@ -159,7 +209,7 @@ def _expected(names: set[str], what: str) -> str:
         parts.append(f"an {what}" if what == "expression" else f"a {what}")
         names -= _STARTERS
     elif what == "selector" and "NAME" in names:
-        parts.append("an op kind, `first`, `last` or `name(\"glob\")`")
+        parts.append('an op kind, `first`, `last` or `name("glob")`')
         names -= {"NAME", "TILDE", "_LPAR"}
     if len(names & _OPERATORS) >= 4:
         parts.append("an operator")
@@ -184,8 +234,11 @@ def _syntax_error(e: UnexpectedInput, loc: Located, base: int, piece: str, what:
             stripped = _strip_comments(piece).rstrip()
             return loc.error(f"unexpected end of {what}", base + len(stripped), hint)
         tok = e.token
-        if tok.type == "NAME" and piece[tok.end_pos:].lstrip().startswith("(") is False \
-                and tok.value in {"and", "or", "not"}:
+        if (
+            tok.type == "NAME"
+            and piece[tok.end_pos :].lstrip().startswith("(") is False
+            and tok.value in {"and", "or", "not"}
+        ):
             hint = f"use `{ {'and': '&', 'or': '|', 'not': '~'}[tok.value] }` instead of `{tok.value}`"
         return loc.error(f"unexpected `{tok.value}`", base + tok.start_pos, hint)
     return loc.error(f"syntax error in {what}", base + (getattr(e, "pos_in_stream", 0) or 0))
@@ -216,8 +269,9 @@ def _located(text: str, path: str | None, line: int, col: int, located: Located 
 
 
 # ------------------------------------------------------------------------------------------------- public
-def parse_expr(text: str, *, path: str | None = None, line: int = 1, col: int = 1,
-               located: Located | None = None) -> Expr:
+def parse_expr(
+    text: str, *, path: str | None = None, line: int = 1, col: int = 1, located: Located | None = None
+) -> Expr:
     """Parse one expression (may span lines)."""
     loc = _located(text, path, line, col, located)
     if not _strip_comments(loc.text).strip():
@@ -225,12 +279,13 @@ def parse_expr(text: str, *, path: str | None = None, line: int = 1, col: int = 
     return _parse(loc, 0, len(loc.text), "expr_start", "expression")
 
 
-def parse_selector(text: str, *, path: str | None = None, line: int = 1, col: int = 1,
-                   located: Located | None = None) -> Selector:
+def parse_selector(
+    text: str, *, path: str | None = None, line: int = 1, col: int = 1, located: Located | None = None
+) -> Selector:
     """Parse a `match:` selector: op kinds, `first`, `last`, `name("glob")`, `&`, `|`, `~`, parentheses."""
     loc = _located(text, path, line, col, located)
     if not _strip_comments(loc.text).strip():
-        raise loc.error("empty selector", 0, "expected an op kind, `first`, `last` or `name(\"glob\")`")
+        raise loc.error("empty selector", 0, 'expected an op kind, `first`, `last` or `name("glob")`')
     return _parse(loc, 0, len(loc.text), "sel_start", "selector")
 
 
@@ -266,8 +321,9 @@ def statements(text: str) -> list[tuple[int, int]]:
     return out
 
 
-def parse_block(text: str, *, path: str | None = None, line: int = 1, col: int = 1,
-                located: Located | None = None) -> Block:
+def parse_block(
+    text: str, *, path: str | None = None, line: int = 1, col: int = 1, located: Located | None = None
+) -> Block:
     """Parse a body: `name = expr` lines, then one final expression."""
     loc = _located(text, path, line, col, located)
     spans = statements(loc.text)
@@ -279,13 +335,19 @@ def parse_block(text: str, *, path: str | None = None, line: int = 1, col: int =
         last = k == len(parsed) - 1
         if isinstance(stmt, Assign):
             if last:
-                raise loc.error("the body has no final expression: it ends with an assignment", s,
-                                f"add a last line with the body's value (e.g. just `{stmt.name}`)")
+                raise loc.error(
+                    "the body has no final expression: it ends with an assignment",
+                    s,
+                    f"add a last line with the body's value (e.g. just `{stmt.name}`)",
+                )
             assigns.append(stmt)
         elif not last:
-            raise loc.error("only the last line of a body may be a bare expression", s,
-                            "earlier lines must be `name = expr`; to continue an expression on the next line, "
-                            "indent it more than the first line or wrap it in parentheses")
+            raise loc.error(
+                "only the last line of a body may be a bare expression",
+                s,
+                "earlier lines must be `name = expr`; to continue an expression on the next line, "
+                "indent it more than the first line or wrap it in parentheses",
+            )
     result = parsed[-1][0]
     start, end = spans[0][0], spans[-1][1]
     return Block(tuple(assigns), result, loc.pos(start, end))

@@ -3,6 +3,7 @@
 Numbers print as the shortest text that reads back to the same float (`2`, `0.5`, `1e-06`). A negative
 `Num` (which the parser never produces: `-1` parses as `Unary('-', Num(1))`) prints in parentheses.
 """
+
 from __future__ import annotations
 
 import json
@@ -10,12 +11,44 @@ import math
 
 import yaml
 
-from .ast import (DEFAULT_STREAM, And, Attr, Binary, Block, Call, Expr, Index, Kind, Name, NameGlob, Not, Num,
-                  Or, Position, Rule, RuleFile, Selector, Unary)
+from .ast import (
+    DEFAULT_STREAM,
+    And,
+    Attr,
+    Binary,
+    Block,
+    Call,
+    Expr,
+    Index,
+    Kind,
+    Name,
+    NameGlob,
+    Not,
+    Num,
+    Or,
+    Position,
+    Rule,
+    RuleFile,
+    Selector,
+    Unary,
+)
 
 #: Binding strength of each binary operator (higher binds tighter); see grammar.lark.
-PRECEDENCE: dict[str, int] = {"|": 1, "&": 2, "==": 3, "!=": 3, "<": 3, "<=": 3, ">": 3, ">=": 3,
-                              "+": 4, "-": 4, "*": 5, "/": 5, "**": 7}
+PRECEDENCE: dict[str, int] = {
+    "|": 1,
+    "&": 2,
+    "==": 3,
+    "!=": 3,
+    "<": 3,
+    "<=": 3,
+    ">": 3,
+    ">=": 3,
+    "+": 4,
+    "-": 4,
+    "*": 5,
+    "/": 5,
+    "**": 7,
+}
 _UNARY, _POSTFIX = 6, 8
 
 

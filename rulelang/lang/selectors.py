@@ -4,6 +4,7 @@ A selector is a boolean formula over the node's kind and the non-kind atoms `fir
 `name("glob")` (treated as independent: sound for coverage, since real nodes are a subset of assignments).
 Nodes of kind `other` are matched only by a file's `default:` rule (see kinds.py).
 """
+
 from __future__ import annotations
 
 from itertools import product
@@ -67,5 +68,6 @@ def covered_by(s: Selector, earlier: list[Selector]) -> bool:
     atom_list = sorted(atoms(s).union(*(atoms(e) for e in earlier)))
     if len(atom_list) > _MAX_ATOMS:
         return False
-    return all(any(holds(e, kind, truth) for e in earlier)
-               for kind, truth in _cases(atom_list) if holds(s, kind, truth))
+    return all(
+        any(holds(e, kind, truth) for e in earlier) for kind, truth in _cases(atom_list) if holds(s, kind, truth)
+    )

@@ -1,4 +1,5 @@
 """Small traversal helpers over expression ASTs."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

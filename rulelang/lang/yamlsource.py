@@ -4,6 +4,7 @@
 raw file text character by character (skipping a block scalar's header line, quotes, escapes, folding and
 indentation), so a position inside a `|`, `>`, plain multi-line or quoted scalar is the exact file position.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -46,8 +47,9 @@ class YamlSource(SourceFile):
             return Pos(line, col, self.path)
         return self.pos(node)
 
-    def fail(self, node: yaml.Node, message: str, hint: str | None = None, *, content: bool = False,
-             severity: str = "error") -> RuleError:
+    def fail(
+        self, node: yaml.Node, message: str, hint: str | None = None, *, content: bool = False, severity: str = "error"
+    ) -> RuleError:
         p = self.content_pos(node) if content else self.pos(node)
         return self.error(message, p.line, p.col, hint, severity)
 
@@ -55,7 +57,7 @@ class YamlSource(SourceFile):
         """The scalar's value with the file position of each character."""
         value: str = node.value
         start = node.start_mark.index
-        raw = self.text[start:node.end_mark.index]
+        raw = self.text[start : node.end_mark.index]
         p = 0
         if node.style in ("|", ">"):
             p = raw.find("\n") + 1 if "\n" in raw else len(raw)
@@ -85,11 +87,13 @@ class YamlSource(SourceFile):
         if isinstance(node, yaml.SequenceNode):
             return "a list"
         tag = node.tag.replace(_TAG, "")
-        return {"int": "a number", "float": "a number", "bool": "true/false", "null": "nothing",
-                "str": "a string"}.get(tag, tag)
+        return {"int": "a number", "float": "a number", "bool": "true/false", "null": "nothing", "str": "a string"}.get(
+            tag, tag
+        )
 
-    def mapping(self, node: yaml.Node, what: str, allowed: list[str] | None = None
-                ) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+    def mapping(
+        self, node: yaml.Node, what: str, allowed: list[str] | None = None
+    ) -> dict[str, tuple[yaml.Node, yaml.Node]]:
         """key -> (key node, value node); duplicate, non-string and (with `allowed`) unknown keys fail."""
         if not isinstance(node, yaml.MappingNode):
             raise self.fail(node, f"{what} must be a mapping, got {self.describe(node)}", content=True)
@@ -99,11 +103,15 @@ class YamlSource(SourceFile):
                 raise self.fail(k, f"keys of {what} must be names, got {self.describe(k)}")
             key = k.value
             if key in out:
-                raise self.fail(k, f"duplicate key `{key}` in {what}",
-                                f"first given at line {out[key][0].start_mark.line + 1}")
+                raise self.fail(
+                    k, f"duplicate key `{key}` in {what}", f"first given at line {out[key][0].start_mark.line + 1}"
+                )
             if allowed is not None and key not in allowed:
-                raise self.fail(k, f"unknown key `{key}` in {what}",
-                                did_you_mean(key, allowed) or "allowed keys: " + ", ".join(allowed))
+                raise self.fail(
+                    k,
+                    f"unknown key `{key}` in {what}",
+                    did_you_mean(key, allowed) or "allowed keys: " + ", ".join(allowed),
+                )
             out[key] = (k, v)
         return out
 
@@ -132,9 +140,12 @@ class YamlSource(SourceFile):
                     return float(node.value if tag == "str" else _construct(node))
                 except (ValueError, TypeError):
                     pass
-        raise self.fail(node, f"{what} must be a number, got {self.describe(node)}"
-                        + (f" `{node.value}`" if isinstance(node, yaml.ScalarNode) and node.value else ""),
-                        content=True)
+        raise self.fail(
+            node,
+            f"{what} must be a number, got {self.describe(node)}"
+            + (f" `{node.value}`" if isinstance(node, yaml.ScalarNode) and node.value else ""),
+            content=True,
+        )
 
     def integer(self, node: yaml.Node, what: str) -> int:
         if isinstance(node, yaml.ScalarNode) and node.tag == _TAG + "int":

@@ -4,18 +4,28 @@ torchvision architecture, with user-supplied weight files.
     model = rulelang.builtin_model("digits-cnn")                         # trained, eval mode
     model = rulelang.builtin_model("vgg16", weights="vgg16.pth")        # torchvision + your weights
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ModelError
 from ..lang.diagnostics import closest
 
-__all__ = ["BUILTIN_MODELS", "ModelInfo", "WEIGHTS_DIR", "available_models", "builtin_model", "load_weights",
-           "model_info", "weights_path"]
+__all__ = [
+    "BUILTIN_MODELS",
+    "ModelInfo",
+    "WEIGHTS_DIR",
+    "available_models",
+    "builtin_model",
+    "load_weights",
+    "model_info",
+    "weights_path",
+]
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 
@@ -25,36 +35,55 @@ class ModelInfo:
     """What a caller needs to feed a built-in model."""
 
     name: str
-    input_shape: tuple[int, int, int]          # C, H, W of one input
+    input_shape: tuple[int, int, int]  # C, H, W of one input
     num_classes: int
-    data: str | None                           # the built-in dataset it was trained on (`builtin_data(data)`)
-    normalize: str | None                      # "imagenet" for torchvision models: mean/std standardisation
+    data: str | None  # the built-in dataset it was trained on (`builtin_data(data)`)
+    normalize: str | None  # "imagenet" for torchvision models: mean/std standardisation
     description: str
 
 
 def _digits_cnn():
     from .digits import DigitsCNN
+
     return DigitsCNN()
 
 
 def _digits_resnet():
     from .digits import DigitsResNet
+
     return DigitsResNet()
 
 
 #: name -> (constructor, info) of the models trained here
 BUILTIN_MODELS: dict[str, tuple[Callable[[], Any], ModelInfo]] = {
-    "digits-cnn": (_digits_cnn, ModelInfo(
-        "digits-cnn", (3, 32, 32), 10, "digits-rgb", None,
-        "VGG-style, 6 conv + 2 dense, ReLU, 3 max-pools; trained on the RGB digits")),
-    "digits-resnet": (_digits_resnet, ModelInfo(
-        "digits-resnet", (3, 32, 32), 10, "digits-rgb", None,
-        "ResNet, 6 basic blocks with BatchNorm and functional adds; trained on the RGB digits")),
+    "digits-cnn": (
+        _digits_cnn,
+        ModelInfo(
+            "digits-cnn",
+            (3, 32, 32),
+            10,
+            "digits-rgb",
+            None,
+            "VGG-style, 6 conv + 2 dense, ReLU, 3 max-pools; trained on the RGB digits",
+        ),
+    ),
+    "digits-resnet": (
+        _digits_resnet,
+        ModelInfo(
+            "digits-resnet",
+            (3, 32, 32),
+            10,
+            "digits-rgb",
+            None,
+            "ResNet, 6 basic blocks with BatchNorm and functional adds; trained on the RGB digits",
+        ),
+    ),
 }
 
 
 def _torchvision_names() -> list[str]:
     import torchvision.models as tvm
+
     return sorted(tvm.list_models(module=tvm))
 
 
@@ -67,8 +96,10 @@ def _unknown(name: str) -> ModelError:
     choices = available_models()
     best = closest(name, choices)
     hint = f"; did you mean {best!r}?" if best else ""
-    return ModelError(f"unknown model {name!r}{hint} (built-in: {', '.join(BUILTIN_MODELS)}, "
-                      f"or any torchvision.models classification name such as vgg16, resnet50)")
+    return ModelError(
+        f"unknown model {name!r}{hint} (built-in: {', '.join(BUILTIN_MODELS)}, "
+        f"or any torchvision.models classification name such as vgg16, resnet50)"
+    )
 
 
 def model_info(name: str) -> ModelInfo:
@@ -104,8 +135,8 @@ def _read_state_dict(path: str | os.PathLike) -> dict:
                 break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ModelError(f"weights file {path} does not hold a state_dict (a dict of tensors)")
-    if obj and all(k.startswith("module.") for k in obj):   # saved from DataParallel
-        obj = {k[len("module."):]: v for k, v in obj.items()}
+    if obj and all(k.startswith("module.") for k in obj):  # saved from DataParallel
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
     return obj
 
 
@@ -132,8 +163,10 @@ def load_weights(model, path: str | os.PathLike, name: str | None = None):
         raise ModelError(f"weights file {path} does not fit {what}: {'; '.join(parts)}")
     for k, v in own.items():
         if tuple(state[k].shape) != tuple(v.shape):
-            raise ModelError(f"weights file {path} does not fit {what}: {k} has shape {list(state[k].shape)} "
-                             f"in the file but {list(v.shape)} in the model")
+            raise ModelError(
+                f"weights file {path} does not fit {what}: {k} has shape {list(state[k].shape)} "
+                f"in the file but {list(v.shape)} in the model"
+            )
     state = {k: state[k].to(own[k].dtype) for k in own}
     model.load_state_dict(state)
     return model
@@ -158,8 +191,9 @@ def builtin_model(name: str, weights: str | os.PathLike | None = None, **kwargs:
         model = BUILTIN_MODELS[name][0]()
         path = weights if weights is not None else weights_path(name)
         if weights is None and not Path(path).is_file():
-            raise ModelError(f"the trained weights of {name} are missing ({path}); "
-                             f"run examples/train_builtin_models.py")
+            raise ModelError(
+                f"the trained weights of {name} are missing ({path}); run examples/train_builtin_models.py"
+            )
         load_weights(model, path, name)
         return model.eval()
     if name not in _torchvision_names():

@@ -1,4 +1,5 @@
 """The two built-in networks for the 3×32×32 RGB digits (``rulelang.builtin_data("digits-rgb")``)."""
+
 from __future__ import annotations
 
 import torch
@@ -16,26 +17,37 @@ class DigitsCNN(nn.Module):
     Module names follow torchvision's VGG: ``features.*`` and ``classifier.*``.
     """
 
-    def __init__(self, widths: tuple[int, int, int] = (16, 32, 64), hidden: int = 128, num_classes: int = 10,
-                 in_channels: int = 3, dropout: float = 0.5) -> None:
+    def __init__(
+        self,
+        widths: tuple[int, int, int] = (16, 32, 64),
+        hidden: int = 128,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        dropout: float = 0.5,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c = in_channels
         for w in widths:
-            layers += [nn.Conv2d(c, w, 3, padding=1), nn.ReLU(),
-                       nn.Conv2d(w, w, 3, padding=1), nn.ReLU(),
-                       nn.MaxPool2d(2)]
+            layers += [
+                nn.Conv2d(c, w, 3, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(w, w, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
             c = w
         self.features = nn.Sequential(*layers)
         side = 32 // 2 ** len(widths)
         self.classifier = nn.Sequential(
             nn.Flatten(),
             nn.Dropout(dropout),
-            nn.Linear(c * side * side, hidden), nn.ReLU(),
+            nn.Linear(c * side * side, hidden),
+            nn.ReLU(),
             nn.Dropout(dropout),
             nn.Linear(hidden, num_classes),
         )
-        for m in self.modules():                      # torchvision VGG's initialisation
+        for m in self.modules():  # torchvision VGG's initialisation
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
@@ -72,8 +84,9 @@ class DigitsResNet(nn.Module):
     """Small ResNet: conv-BN-ReLU stem, 3 stages of 2 basic blocks (16, 32, 64 channels; strides 1, 2, 2),
     global average pooling, one dense layer to 10 logits. Skips are functional adds, ReLUs are ``F.relu``."""
 
-    def __init__(self, widths: tuple[int, int, int] = (16, 32, 64), blocks: int = 2, num_classes: int = 10,
-                 in_channels: int = 3) -> None:
+    def __init__(
+        self, widths: tuple[int, int, int] = (16, 32, 64), blocks: int = 2, num_classes: int = 10, in_channels: int = 3
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
@@ -87,7 +100,7 @@ class DigitsResNet(nn.Module):
         self.layer1, self.layer2, self.layer3 = stages
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(c, num_classes)
-        for m in self.modules():                      # torchvision ResNet's initialisation
+        for m in self.modules():  # torchvision ResNet's initialisation
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 

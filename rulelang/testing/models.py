@@ -1,5 +1,6 @@
 """Seeded random models for tests and benchmarks: torchvision's default init plus random biases and BatchNorm
 statistics, so that bias handling and BatchNorm folding are exercised and logits are not all near zero."""
+
 from __future__ import annotations
 
 import torch

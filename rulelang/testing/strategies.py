@@ -4,6 +4,7 @@ A model is a random chain of blocks over a C×H×W feature map: conv (module or 
 (module, functional, method or in-place), max/avg pooling, a residual add (`+` or `+=`), a channel cat of two
 branches, and a head with flatten/view/mean and one or two dense layers.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,13 +14,13 @@ import torch.nn.functional as F
 from hypothesis import strategies as st
 from torch import nn
 
-BLOCKS = ("conv", "fconv", "bn", "relu", "frelu", "mrelu", "maxpool", "avgpool", "residual", "inplace_residual",
-          "cat")
+BLOCKS = ("conv", "fconv", "bn", "relu", "frelu", "mrelu", "maxpool", "avgpool", "residual", "inplace_residual", "cat")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """What a random model is made of: readable in hypothesis' counterexamples."""
+
     channels: int
     size: int
     blocks: tuple[str, ...]
@@ -89,7 +90,7 @@ class RandomNet(nn.Module):
                 x = x + torch.relu(layer(x))
             elif kind == "inplace_residual":
                 y = layer(x)
-                y += x                     # in place on the conv output (autograd allows it there)
+                y += x  # in place on the conv output (autograd allows it there)
                 x = torch.relu(y)
             elif kind == "cat":
                 a = self.layers[k - 1](x)
@@ -105,15 +106,20 @@ class RandomNet(nn.Module):
 
 @st.composite
 def model_specs(draw: st.DrawFn, max_blocks: int = 6) -> ModelSpec:
-    return ModelSpec(channels=draw(st.integers(1, 4)), size=draw(st.sampled_from([4, 6, 8])),
-                     blocks=tuple(draw(st.lists(st.sampled_from(BLOCKS), min_size=1, max_size=max_blocks))),
-                     head=draw(st.sampled_from(["flatten", "view", "mean"])), classes=draw(st.integers(2, 5)),
-                     seed=draw(st.integers(0, 2**16)))
+    return ModelSpec(
+        channels=draw(st.integers(1, 4)),
+        size=draw(st.sampled_from([4, 6, 8])),
+        blocks=tuple(draw(st.lists(st.sampled_from(BLOCKS), min_size=1, max_size=max_blocks))),
+        head=draw(st.sampled_from(["flatten", "view", "mean"])),
+        classes=draw(st.integers(2, 5)),
+        seed=draw(st.integers(0, 2**16)),
+    )
 
 
 @st.composite
-def models_and_inputs(draw: st.DrawFn, batch: int = 3, dtype: torch.dtype = torch.float64,
-                      max_blocks: int = 6) -> tuple[RandomNet, torch.Tensor]:
+def models_and_inputs(
+    draw: st.DrawFn, batch: int = 3, dtype: torch.dtype = torch.float64, max_blocks: int = 6
+) -> tuple[RandomNet, torch.Tensor]:
     """(eval-mode RandomNet, input batch) pairs."""
     spec = draw(model_specs(max_blocks=max_blocks))
     model = RandomNet(spec).to(dtype).eval()

@@ -1,5 +1,6 @@
 """The Explainer API: targets, keep/propagate, dtypes, fail-closed matching, errors, and no mutation of the
 user's model."""
+
 from __future__ import annotations
 
 import copy
@@ -7,18 +8,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from models import FunctionalNet, SmallCNN, randomize_bn
 from torch import nn
 
 import rulelang
 from rulelang.errors import CompileError, RuleError
-from models import FunctionalNet, SmallCNN, randomize_bn
 
 
 def autograd_grad(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     x = x.clone().requires_grad_(True)
     out = model(x)
-    idx = torch.as_tensor(target).expand(len(x)) if not isinstance(target, torch.Tensor) or target.dim() == 0 \
-        else target
+    idx = (
+        torch.as_tensor(target).expand(len(x)) if not isinstance(target, torch.Tensor) or target.dim() == 0 else target
+    )
     (g,) = torch.autograd.grad(out[torch.arange(len(x)), idx].sum(), x)
     return g
 
@@ -96,10 +98,13 @@ def test_float32_agrees_with_float64() -> None:
 
 
 def _state(model: nn.Module):
-    return ({k: v.clone() for k, v in model.state_dict(keep_vars=False).items()},
-            [m.training for m in model.modules()],
-            [(dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks)) for m in model.modules()],
-            [type(m) for m in model.modules()], [p.requires_grad for p in model.parameters()])
+    return (
+        {k: v.clone() for k, v in model.state_dict(keep_vars=False).items()},
+        [m.training for m in model.modules()],
+        [(dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks)) for m in model.modules()],
+        [type(m) for m in model.modules()],
+        [p.requires_grad for p in model.parameters()],
+    )
 
 
 def test_user_model_is_not_mutated() -> None:
@@ -152,8 +157,11 @@ def test_unmatched_nodes_fail_closed(tmp_path: Path) -> None:
 
 
 def test_shape_error_in_body_reported_at_rule_line(tmp_path: Path) -> None:
-    err = _compile_error(tmp_path, RuleError, "default: vjp(R)\nrules:\n"
-                         "  - match: dense\n    relevance: |\n      z = R * w\n      vjp(z)\n")  # w: wrong shape
+    err = _compile_error(
+        tmp_path,
+        RuleError,
+        "default: vjp(R)\nrules:\n  - match: dense\n    relevance: |\n      z = R * w\n      vjp(z)\n",
+    )  # w: wrong shape
     assert err.line == 7 and err.path == str(tmp_path / "rule.yaml")
 
 
@@ -219,8 +227,15 @@ def test_torch_compile() -> None:
 @pytest.mark.parametrize("rule", ["lrp-zplus", "lrp-alpha2-beta1", "lrp-epsilon-plus-flat"])
 def test_cached_parameters_agree_and_follow_weight_changes(rule) -> None:
     torch.manual_seed(6)
-    model = randomize_bn(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
-                                       nn.Flatten(), nn.Linear(4 * 7 * 7, 3))).double().eval()
+    model = (
+        randomize_bn(
+            nn.Sequential(
+                nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 7 * 7, 3)
+            )
+        )
+        .double()
+        .eval()
+    )
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
     plain = rulelang.compile(model, rule, example_input=x)
     assert "bn_scale" in plain.code  # the folded BatchNorm is among what gets hoisted
@@ -237,8 +252,9 @@ def test_cached_parameters_agree_and_follow_weight_changes(rule) -> None:
 
 
 def test_weight_substitution_on_a_node_without_weights_is_an_error(tmp_path: Path) -> None:
-    err = _compile_error(tmp_path, RuleError, "default: vjp(R)\nrules:\n"
-                         "  - match: name(\"_1\")\n    relevance: vjp(R, w=2)\n")  # _1 is a ReLU
+    err = _compile_error(
+        tmp_path, RuleError, 'default: vjp(R)\nrules:\n  - match: name("_1")\n    relevance: vjp(R, w=2)\n'
+    )  # _1 is a ReLU
     assert err.line == 6 and "parametric" in str(err)  # caught by the checker, before lowering
 
 
@@ -246,8 +262,9 @@ def test_moving_the_explainer_rebuilds_its_graphs() -> None:
     """`.to(...)`/`.double()` replace tensors the built graphs refer to: the explainer rebuilds them (the same
     path `.to("cuda")` takes; the shared model moves with it, as documented)."""
     torch.manual_seed(7)
-    model = randomize_bn(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
-                                       nn.Linear(4 * 14 * 14, 3))).eval()
+    model = randomize_bn(
+        nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 14 * 14, 3))
+    ).eval()
     x = torch.randn(2, 3, 16, 16)
     explainer = rulelang.compile(model, "lrp-zplus", example_input=x, cache_parameters=True)
     a32 = explainer(x, target=1)

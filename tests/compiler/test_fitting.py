@@ -1,4 +1,5 @@
 """Fitting PatternNet statistics: the one-pass estimators against a direct computation from the formulas."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,16 +1,29 @@
 """The `gradient` rule equals torch.autograd on torchvision's architectures (random weights, float64)."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 import torchvision
-
-import rulelang
 from models import randomize_bn
 
-MODELS = ["vgg11", "vgg16_bn", "resnet18", "resnet50", "densenet121", "mobilenet_v2", "mobilenet_v3_small",
-          "efficientnet_b0", "shufflenet_v2_x0_5", "squeezenet1_0", "regnet_x_400mf", "googlenet",
-          "convnext_tiny"]
+import rulelang
+
+MODELS = [
+    "vgg11",
+    "vgg16_bn",
+    "resnet18",
+    "resnet50",
+    "densenet121",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "efficientnet_b0",
+    "shufflenet_v2_x0_5",
+    "squeezenet1_0",
+    "regnet_x_400mf",
+    "googlenet",
+    "convnext_tiny",
+]
 
 
 def autograd_of_logit(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Properties of compiled explainers on random models (module, functional, method and in-place call forms).
 
 This found that fx cannot normalise F.conv2d's overloaded arguments (now read by position in ops.py)."""
+
 from __future__ import annotations
 
 import copy
@@ -35,7 +36,7 @@ def test_explanations_are_batch_independent_and_finite(case) -> None:
     explainer = rulelang.compile(model, "lrp-epsilon-plus", example_input=x)
     whole = explainer(x, target=1)
     assert torch.isfinite(whole).all()
-    one_by_one = torch.cat([explainer(x[k:k + 1], target=1) for k in range(len(x))])
+    one_by_one = torch.cat([explainer(x[k : k + 1], target=1) for k in range(len(x))])
     assert torch.allclose(whole, one_by_one, rtol=1e-9, atol=1e-12)
 
 

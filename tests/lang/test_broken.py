@@ -1,5 +1,6 @@
 """The corpus of broken rule files: each reports its error at the exact line and column, and `rulelang check`
 exits 1 with a formatted error, never a traceback. Each file's first line is `# expect: LINE:COL message`."""
+
 from __future__ import annotations
 
 import re
@@ -52,8 +53,9 @@ def test_cli_exits_1(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_cli_subprocess_on_whole_corpus() -> None:
-    proc = subprocess.run([sys.executable, "-m", "rulelang.cli", "check", *map(str, FILES)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rulelang.cli", "check", *map(str, FILES)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stdout + proc.stderr
     assert proc.stderr.count(": error: ") >= len(FILES)

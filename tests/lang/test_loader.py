@@ -1,4 +1,5 @@
 """Loading: the library, parameters and `require:`, `extend:`, streams, YAML positions, printer round trips."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -115,11 +116,19 @@ def test_require(tmp_path: Path) -> None:
 
 
 def test_extend(tmp_path: Path) -> None:
-    write(tmp_path, "base.yaml", "rulelang: 1\nsummary: base\nparams: {eps: 1.0, k: 2.0}\n"
-          "define:\n  s: R / stab(y, eps)\nrules:\n  - match: relu\n    relevance: R\n"
-          "  - match: linear\n    relevance: x * vjp(R / stab(layer(x), eps))\n")
-    child = write(tmp_path, "child.yaml", "rulelang: 1\nsummary: child\nextend: base\nparams: {eps: 0.5}\n"
-                  "rules:\n  - match: avgpool\n    relevance: x * vjp(s)\n")
+    write(
+        tmp_path,
+        "base.yaml",
+        "rulelang: 1\nsummary: base\nparams: {eps: 1.0, k: 2.0}\n"
+        "define:\n  s: R / stab(y, eps)\nrules:\n  - match: relu\n    relevance: R\n"
+        "  - match: linear\n    relevance: x * vjp(R / stab(layer(x), eps))\n",
+    )
+    child = write(
+        tmp_path,
+        "child.yaml",
+        "rulelang: 1\nsummary: child\nextend: base\nparams: {eps: 0.5}\n"
+        "rules:\n  - match: avgpool\n    relevance: x * vjp(s)\n",
+    )
     rf = load(child)
     assert rf.name == "child" and rf.param_dict == {"eps": 0.5, "k": 2.0}
     assert [format_selector(r.match) for r in rf.rules] == ["avgpool", "relu", "linear"]
@@ -171,24 +180,26 @@ def test_defaults(tmp_path: Path) -> None:
 
 
 def test_positions_in_every_scalar_style(tmp_path: Path) -> None:
-    text = ("rulelang: 1\n"
-            "summary: s\n"
-            "rules:\n"
-            "  - match: linear\n"              # 4
-            "    relevance: |\n"               # 5
-            "      z = layer(x)\n"             # 6
-            "      x * vjp(R / z)\n"           # 7
-            "  - match: avgpool\n"             # 8
-            "    relevance: >\n"               # 9
-            "      x * vjp(R /\n"              # 10
-            "        stab(y, 1))\n"            # 11
-            "  - match: relu\n"                # 12
-            "    relevance: \"R *\n"           # 13
-            "      (x > 0)\"\n"                # 14
-            "  - match: 'add'\n"               # 15
-            "    relevance: 'x[i] * R'\n"      # 16
-            "  - match: cat\n"                 # 17
-            "    relevance: vjp(R)\n")         # 18
+    text = (
+        "rulelang: 1\n"
+        "summary: s\n"
+        "rules:\n"
+        "  - match: linear\n"  # 4
+        "    relevance: |\n"  # 5
+        "      z = layer(x)\n"  # 6
+        "      x * vjp(R / z)\n"  # 7
+        "  - match: avgpool\n"  # 8
+        "    relevance: >\n"  # 9
+        "      x * vjp(R /\n"  # 10
+        "        stab(y, 1))\n"  # 11
+        "  - match: relu\n"  # 12
+        '    relevance: "R *\n'  # 13
+        '      (x > 0)"\n'  # 14
+        "  - match: 'add'\n"  # 15
+        "    relevance: 'x[i] * R'\n"  # 16
+        "  - match: cat\n"  # 17
+        "    relevance: vjp(R)\n"
+    )  # 18
     rf = load(write(tmp_path, "p.yaml", text))
     lin, avg, relu, add, cat = rf.rules
     block = lin.relevance[0][1]
@@ -209,9 +220,13 @@ def test_positions_in_every_scalar_style(tmp_path: Path) -> None:
 
 
 def test_warnings(tmp_path: Path) -> None:
-    p = write(tmp_path, "w.yaml", "rulelang: 1\nsummary: s\nrules:\n  - match: linear\n    relevance: R\n"
-              "  - match: dense\n    relevance: R\n  - match: relu & ~relu\n    relevance: R\n"
-              "  - match: relu\n    relevance: |\n      unused = 1\n      R\n")
+    p = write(
+        tmp_path,
+        "w.yaml",
+        "rulelang: 1\nsummary: s\nrules:\n  - match: linear\n    relevance: R\n"
+        "  - match: dense\n    relevance: R\n  - match: relu & ~relu\n    relevance: R\n"
+        "  - match: relu\n    relevance: |\n      unused = 1\n      R\n",
+    )
     rf = load(p)  # warnings do not raise
     found = [(w.line, w.message) for w in check(rf)]
     assert all(w.severity == "warning" for w in check(rf))
@@ -220,11 +235,14 @@ def test_warnings(tmp_path: Path) -> None:
 
 
 def test_kind_rules_for_w_and_index(tmp_path: Path) -> None:
-    ok = ("rulelang: 1\nsummary: s\nrules:\n  - match: name(\"fc*\") & linear\n    relevance: vjp(R, w=w.pos)\n"
-          "  - match: add | relu\n    relevance: x[i] * R\n")
+    ok = (
+        'rulelang: 1\nsummary: s\nrules:\n  - match: name("fc*") & linear\n    relevance: vjp(R, w=w.pos)\n'
+        "  - match: add | relu\n    relevance: x[i] * R\n"
+    )
     load(write(tmp_path, "ok.yaml", ok))
-    bad = ok.replace('name(\\"fc*\\") & linear', 'name("fc*") | linear').replace('name("fc*") & linear',
-                                                                                  'name("fc*") | linear')
+    bad = ok.replace('name(\\"fc*\\") & linear', 'name("fc*") | linear').replace(
+        'name("fc*") & linear', 'name("fc*") | linear'
+    )
     with pytest.raises(RuleError, match="not defined for rules matching"):
         load(write(tmp_path, "bad.yaml", bad))
 
@@ -244,7 +262,10 @@ def test_cli_summary(capsys: pytest.CaptureFixture[str]) -> None:
 def test_public_entry_point_and_no_torch() -> None:
     import subprocess
     import sys
-    code = ("import sys, rulelang; rf = rulelang.load('lrp-epsilon', eps=0.1); "
-            "import rulelang.lang.checker, rulelang.commands.check; "
-            "assert rf.param_dict['eps'] == 0.1; assert 'torch' not in sys.modules, 'lang imported torch'")
+
+    code = (
+        "import sys, rulelang; rf = rulelang.load('lrp-epsilon', eps=0.1); "
+        "import rulelang.lang.checker, rulelang.commands.check; "
+        "assert rf.param_dict['eps'] == 0.1; assert 'torch' not in sys.modules, 'lang imported torch'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

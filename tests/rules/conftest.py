@@ -1,4 +1,5 @@
 """Fixtures of the rule-library oracle tests: seeded random torchvision models (float64) and inputs."""
+
 import os
 import sys
 

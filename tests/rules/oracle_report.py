@@ -1,5 +1,6 @@
 """Prints the oracle agreement table (worst per-sample cosine and relative error) of every rule file that has a
 zennit or captum oracle:  .venv/bin/python tests/rules/oracle_report.py"""
+
 import os
 import sys
 
@@ -25,8 +26,11 @@ def main() -> None:
             print(f"{rule:32s} {'zennit ' + zname:28s} {arch:7s} {m['cos']:12.9f} {m['rel']:11.2e}", flush=True)
     model, x = models["vgg"]
     t = O.labels(model, x)
-    for rule, method in [("gradient-x-input", "InputXGradient"), ("guided-backprop", "GuidedBackprop"),
-                         ("deconvnet", "Deconvolution")]:
+    for rule, method in [
+        ("gradient-x-input", "InputXGradient"),
+        ("guided-backprop", "GuidedBackprop"),
+        ("deconvnet", "Deconvolution"),
+    ]:
         m = O.compare(O.ours(model, rule, x, t), O.captum_explain(model, x, t, method))
         print(f"{rule:32s} {'captum ' + method:28s} {'vgg':7s} {m['cos']:12.9f} {m['rel']:11.2e}", flush=True)
     m = O.compare(O.ours(model, "deeplift-rescale", x, t, thr=1e-10), O.captum_deeplift(model, x, t))

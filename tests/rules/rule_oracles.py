@@ -13,6 +13,7 @@ Conventions (shared with rulelang's rule files):
   statistics (so bias and BN handling are exercised), in float64, on small inputs. VGG-16's classifier is
   narrowed (25088→64→64→10 instead of 25088→4096→4096→1000): same op sequence, a few hundred MB less memory.
 """
+
 from __future__ import annotations
 
 import copy
@@ -27,6 +28,7 @@ DTYPE = torch.float64
 def _randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     """Random biases and BN statistics on top of torchvision's seeded default init."""
     from rulelang.testing.models import randomize_
+
     return randomize_(model, seed)
 
 
@@ -34,9 +36,14 @@ def vgg16(seed: int = 0, classes: int = 10) -> torch.nn.Module:
     torch.manual_seed(seed)
     model = torchvision.models.vgg16(weights=None)
     model.classifier = torch.nn.Sequential(
-        torch.nn.Linear(512 * 7 * 7, 64), torch.nn.ReLU(True), torch.nn.Dropout(),
-        torch.nn.Linear(64, 64), torch.nn.ReLU(True), torch.nn.Dropout(),
-        torch.nn.Linear(64, classes))
+        torch.nn.Linear(512 * 7 * 7, 64),
+        torch.nn.ReLU(True),
+        torch.nn.Dropout(),
+        torch.nn.Linear(64, 64),
+        torch.nn.ReLU(True),
+        torch.nn.Dropout(),
+        torch.nn.Linear(64, classes),
+    )
     # torchvision's init for the new classifier (normal(0, 0.01) is too small to keep logits away from zero)
     for m in model.classifier.modules():
         if isinstance(m, torch.nn.Linear):
@@ -71,8 +78,9 @@ def compare(ours: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
     return {"cos": float(cos.min()), "rel": float(rel.max())}
 
 
-def assert_close(ours: torch.Tensor, ref: torch.Tensor, cos: float = 0.9999, rel: float = 1e-5,
-                 what: str = "") -> dict[str, float]:
+def assert_close(
+    ours: torch.Tensor, ref: torch.Tensor, cos: float = 0.9999, rel: float = 1e-5, what: str = ""
+) -> dict[str, float]:
     assert ours.shape == ref.shape, f"{what}: shape {tuple(ours.shape)} vs oracle {tuple(ref.shape)}"
     assert torch.isfinite(ours).all(), f"{what}: non-finite attribution"
     m = compare(ours, ref)
@@ -83,6 +91,7 @@ def assert_close(ours: torch.Tensor, ref: torch.Tensor, cos: float = 0.9999, rel
 # --------------------------------------------------------------------------------------------------- rulelang
 def ours(model: torch.nn.Module, rule: str, x: torch.Tensor, target: torch.Tensor, **params) -> torch.Tensor:
     import rulelang
+
     explainer = rulelang.compile(model, rule, example_input=x, **params)
     return explainer(x, target=target)
 
@@ -94,6 +103,7 @@ def _onehot(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def canonizers(kind: str | None):
     from zennit.torchvision import ResNetCanonizer, VGGCanonizer
+
     return {"vgg": [VGGCanonizer()], "resnet": [ResNetCanonizer()], None: []}[kind]
 
 
@@ -102,8 +112,9 @@ def zennit_composite(name: str, canonizer: str | None, **kwargs):
     every linear layer (conv and dense) with zennit's base map elsewhere (ReLU pass, sum/avg-pool Norm, BN pass)."""
     import zennit.composites as zc
     import zennit.rules as zr
-    from zennit.types import Linear
     from zennit.core import Composite
+    from zennit.types import Linear
+
     cans = canonizers(canonizer)
     if isinstance(getattr(zc, name, None), type) and issubclass(getattr(zc, name), Composite):
         return getattr(zc, name)(canonizers=cans, **kwargs)
@@ -112,8 +123,9 @@ def zennit_composite(name: str, canonizer: str | None, **kwargs):
     return zc.LayerMapComposite(layer_map=zc.layer_map_base(stab) + [(Linear, rule)], canonizers=cans)
 
 
-def zennit_explain(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, composite,
-                   seed: str = "output") -> torch.Tensor:
+def zennit_explain(
+    model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, composite, seed: str = "output"
+) -> torch.Tensor:
     """Attribution of `composite` on a copy of `model`; `seed` is "output" (y * onehot) or "onehot"."""
     model = copy.deepcopy(model).eval()
     x = x.detach().clone().requires_grad_(True)
@@ -132,8 +144,12 @@ def _exact_identity_batchnorms(model: torch.nn.Module) -> None:
     (zennit 1.0 does the same) so that zennit explains the model it was given."""
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            merged = (bool((m.running_mean == 0).all()) and bool((m.running_var == 1).all())
-                      and bool((m.weight == 1).all()) and bool((m.bias == 0).all()))
+            merged = (
+                bool((m.running_mean == 0).all())
+                and bool((m.running_var == 1).all())
+                and bool((m.weight == 1).all())
+                and bool((m.bias == 0).all())
+            )
             if merged:
                 m.eps = 0.0
 
@@ -143,21 +159,29 @@ def zennit_grad_times_input(model, x, target, composite, seed="onehot") -> torch
 
 
 # ------------------------------------------------------------------------------------------------------ captum
-def captum_explain(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, method: str,
-                   **kwargs) -> torch.Tensor:
+def captum_explain(
+    model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, method: str, **kwargs
+) -> torch.Tensor:
     """`method` is a captum.attr class name: InputXGradient, GuidedBackprop, Deconvolution, DeepLift."""
     import captum.attr as ca
+
     model = copy.deepcopy(model).eval()
     algo = getattr(ca, method)(model)
     x = x.detach().clone().requires_grad_(True)
     return algo.attribute(x, target=target, **kwargs).detach()
 
 
-def captum_deeplift(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor,
-                    baseline: torch.Tensor | None = None, maxpool: str = "gradient") -> torch.Tensor:
+def captum_deeplift(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    baseline: torch.Tensor | None = None,
+    maxpool: str = "gradient",
+) -> torch.Tensor:
     """captum DeepLift (Rescale). `maxpool="gradient"` routes through the forward switches as the deeplift package
     (and the paper) do; `maxpool="captum"` keeps captum's own cross-max rule for max-pooling."""
     import captum.attr._core.deep_lift as dl
+
     baseline = torch.zeros_like(x) if baseline is None else baseline
     saved = dict(dl.SUPPORTED_NON_LINEAR)
     try:

@@ -8,10 +8,11 @@ explicit matrix `W` (out × in, over flattened activations) and bias `b`, extrac
 one sample at a time, in float64 — no vjp, no conv-transpose, no hooks: a different code path from both
 rulelang's compiler and zennit.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 
@@ -47,11 +48,11 @@ def sequential(*mods: torch.nn.Module) -> SpecNet:
 @dataclass
 class Node:
     name: str
-    kind: str                 # linear (conv/dense/BN) | avgpool | reshape | relu | maxpool | add | identity
+    kind: str  # linear (conv/dense/BN) | avgpool | reshape | relu | maxpool | add | identity
     inputs: tuple[str, ...]
-    W: torch.Tensor | None = None     # (out, in) for linear; per-sample list for maxpool
+    W: torch.Tensor | None = None  # (out, in) for linear; per-sample list for maxpool
     b: torch.Tensor | None = None
-    dense: bool = False       # an nn.Linear (not conv)
+    dense: bool = False  # an nn.Linear (not conv)
     first: bool = False
     last: bool = False
     S: list = field(default_factory=list)
@@ -93,8 +94,12 @@ def analyse(net: SpecNet, x: torch.Tensor):
             node.W = J.reshape(y[0].numel(), args[0][0].numel())
             node.b = m(x0).reshape(-1)
         elif kind == "maxpool":
-            node.S = [torch.autograd.functional.jacobian(lambda t: m(t), args[0][k:k + 1])
-                      .reshape(y[0].numel(), args[0][0].numel()) for k in range(x.shape[0])]
+            node.S = [
+                torch.autograd.functional.jacobian(lambda t: m(t), args[0][k : k + 1]).reshape(
+                    y[0].numel(), args[0][0].numel()
+                )
+                for k in range(x.shape[0])
+            ]
         nodes.append(node)
         acts[name] = y
     # positions: `first` consumes the model input (through shape ops), `last` produces the output
@@ -117,8 +122,14 @@ def stab(z, eps):
 Rule = Callable[..., list]
 
 
-def propagate(net: SpecNet, x: torch.Tensor, target: torch.Tensor, rules: dict[str, Rule],
-              init: str = "target", final: Callable | None = None) -> torch.Tensor:
+def propagate(
+    net: SpecNet,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    rules: dict[str, Rule],
+    init: str = "target",
+    final: Callable | None = None,
+) -> torch.Tensor:
     """Generic single-stream backward: `rules[kind](node, k, xs, y, R) -> [R_in per input]` per sample k."""
     acts, nodes = analyse(net, x.detach())
     out = acts[nodes[-1].name]
@@ -158,8 +169,15 @@ def g_copy(n, k, xs, y, R):
     return [R for _ in xs]
 
 
-GRADIENT = {"linear": g_linear, "avgpool": g_linear, "reshape": g_linear, "relu": g_relu, "maxpool": g_maxpool,
-            "add": g_copy, "identity": g_copy}
+GRADIENT = {
+    "linear": g_linear,
+    "avgpool": g_linear,
+    "reshape": g_linear,
+    "relu": g_relu,
+    "maxpool": g_maxpool,
+    "add": g_copy,
+    "identity": g_copy,
+}
 
 
 def gradient(net, x, target):
@@ -169,10 +187,12 @@ def gradient(net, x, target):
 def rectgrad(net, x, target, q: float = 98.0, interpolation: str = "linear"):
     """RectGrad (Kim et al. 2019; the paper's code): at every ReLU pass R only where y·R exceeds the q-th
     percentile of y·R over the sample's units (τ per sample, per layer)."""
+
     def relu(n, k, xs, y, R):
         a = y * R
         tau = torch.quantile(a, q / 100.0, interpolation=interpolation)
         return [torch.where(a > tau, R, torch.zeros_like(R))]
+
     return propagate(net, x, target, {**GRADIENT, "relu": relu})
 
 
@@ -199,8 +219,8 @@ def lrp_epsilon(n, k, xs, y, R, eps=1e-6):
 
 
 def lrp_wsquare(n, k, xs, y, R, eps=1e-6, bias=False):
-    W2 = n.W ** 2
-    return [lrp_from(W2, n.b ** 2 if bias else torch.zeros_like(n.b), R, eps)]
+    W2 = n.W**2
+    return [lrp_from(W2, n.b**2 if bias else torch.zeros_like(n.b), R, eps)]
 
 
 def lrp_zbox(lo, hi):
@@ -211,6 +231,7 @@ def lrp_zbox(lo, hi):
         W = n.W
         Z = x[None, :] * W - l[None, :] * W.clamp(min=0) - h[None, :] * W.clamp(max=0)
         return [lrp_from(Z, torch.zeros_like(n.b), R, eps)]
+
     return rule
 
 
@@ -230,6 +251,7 @@ def dtd_bounded(net, x, target, lo, hi, eps=1e-6):
         if n.last and n.dense:
             return lrp_wsquare(n, k, xs, y, R, eps)
         return lrp_zplus(n, k, xs, y, R, eps)
+
     return propagate(net, x, target, {**GRADIENT, "linear": linear}, init="output")
 
 
@@ -240,8 +262,14 @@ def _pc(t):
     return t + torch.where(small, torch.where(t >= 0, NEAR_ZERO, -NEAR_ZERO), 0.0).to(t)
 
 
-def deeplift(net: SpecNet, x: torch.Tensor, target: torch.Tensor, mode: str = "rescale",
-             baseline: torch.Tensor | None = None, cross: bool = True) -> torch.Tensor:
+def deeplift(
+    net: SpecNet,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    mode: str = "rescale",
+    baseline: torch.Tensor | None = None,
+    cross: bool = True,
+) -> torch.Tensor:
     """The kundajelab `deeplift` package (Shrikumar et al. 2017) on a SpecNet: linear layers in Linear mode
     (multipliers routed by the sign of the input difference; `cross=False` drops the paths through negative
     weights — the paper's ablation), ReLUs in Rescale or RevealCancel mode, max-pool by its switches, adds as a
@@ -272,8 +300,10 @@ def deeplift(net: SpecNet, x: torch.Tensor, target: torch.Tensor, mode: str = "r
                 ip, ineg = (_pc(t) for t in contribs[n.inputs[0]])
                 r = refs[n.inputs[0]][k]
                 f = torch.relu
-                contribs[n.name] = (0.5 * (f(r + ip) - f(r)) + 0.5 * (f(r + ineg + ip) - f(r + ineg)),
-                                    0.5 * (f(r + ineg) - f(r)) + 0.5 * (f(r + ip + ineg) - f(r + ip)))
+                contribs[n.name] = (
+                    0.5 * (f(r + ip) - f(r)) + 0.5 * (f(r + ineg + ip) - f(r + ineg)),
+                    0.5 * (f(r + ineg) - f(r)) + 0.5 * (f(r + ip + ineg) - f(r + ip)),
+                )
             elif n.kind in ("reshape", "identity"):
                 contribs[n.name] = contribs[n.inputs[0]]
             else:
@@ -293,11 +323,11 @@ def deeplift(net: SpecNet, x: torch.Tensor, target: torch.Tensor, mode: str = "r
                 W, ins = mats[n.name]
                 Wp, Wn = W.clamp(min=0), W.clamp(max=0)
                 if cross:
-                    m = torch.where(ins > 0, Wp.T @ P + Wn.T @ N,
-                                    torch.where(ins < 0, Wn.T @ P + Wp.T @ N, W.T @ (0.5 * (P + N))))
+                    m = torch.where(
+                        ins > 0, Wp.T @ P + Wn.T @ N, torch.where(ins < 0, Wn.T @ P + Wp.T @ N, W.T @ (0.5 * (P + N)))
+                    )
                 else:
-                    m = torch.where(ins > 0, Wp.T @ P,
-                                    torch.where(ins < 0, Wp.T @ N, W.T @ (0.5 * (P + N))))
+                    m = torch.where(ins > 0, Wp.T @ P, torch.where(ins < 0, Wp.T @ N, W.T @ (0.5 * (P + N))))
                 sizes = [d[i].numel() for i in n.inputs]
                 for i, part in zip(n.inputs, torch.split(m, sizes)):
                     add(i, part, part)
@@ -306,7 +336,7 @@ def deeplift(net: SpecNet, x: torch.Tensor, target: torch.Tensor, mode: str = "r
                 if mode == "rescale":
                     dx = d[xi]
                     near = dx.abs() < NEAR_ZERO
-                    grad_ref = (refs[n.name][k] > 0).to(dx)   # gradient at the reference ("default") activation
+                    grad_ref = (refs[n.name][k] > 0).to(dx)  # gradient at the reference ("default") activation
                     s = torch.where(near, grad_ref, d[n.name] / torch.where(near, 1.0, dx))
                     add(xi, P * s, N * s)
                 else:
@@ -337,15 +367,15 @@ def fit_patterns(net: SpecNet, data: torch.Tensor) -> dict[str, torch.Tensor]:
     for n in nodes:
         if n.kind != "linear" or not n.dense:
             continue
-        X = acts[n.inputs[0]]                      # (N, in)
-        Y = X @ n.W.T                              # (N, out), without bias
+        X = acts[n.inputs[0]]  # (N, in)
+        Y = X @ n.W.T  # (N, out), without bias
         nxt = consumers.get(n.name)
         if nxt is not None and nxt.kind == "relu":
             mask = (acts[nxt.name] > 0).to(X)
         else:
             mask = torch.ones_like(Y)
         count = mask.sum(0).clamp_min(1)
-        mean_x = X.T @ mask / count                # (in, out)
+        mean_x = X.T @ mask / count  # (in, out)
         mean_xy = X.T @ (Y * mask) / count
         mean_y = Y.mean(0)
         cov = mean_xy - mean_x * mean_y
@@ -355,11 +385,14 @@ def fit_patterns(net: SpecNet, data: torch.Tensor) -> dict[str, torch.Tensor]:
     return out
 
 
-def pattern_method(net: SpecNet, x: torch.Tensor, target: torch.Tensor, patterns: dict[str, torch.Tensor],
-                   attribution: bool) -> torch.Tensor:
+def pattern_method(
+    net: SpecNet, x: torch.Tensor, target: torch.Tensor, patterns: dict[str, torch.Tensor], attribution: bool
+) -> torch.Tensor:
     """PatternNet (kernel -> pattern) or PatternAttribution (kernel -> w * pattern) backward, ReLU masks and
     pooling switches as the gradient, seeded with the logit value."""
+
     def linear(n, k, xs, y, R):
         P = patterns[n.name] * n.W if attribution else patterns[n.name]
         return [P.T @ R]
+
     return propagate(net, x, target, {**GRADIENT, "linear": linear}, init="output")

@@ -1,15 +1,18 @@
 """Rule files against captum 0.9 on torchvision VGG-16 (seeded random weights and biases, float64)."""
+
 import pytest
+import rule_oracles as O
 import torch
 
-import rule_oracles as O
 
-
-@pytest.mark.parametrize("rule, method", [
-    ("gradient-x-input", "InputXGradient"),
-    ("guided-backprop", "GuidedBackprop"),
-    ("deconvnet", "Deconvolution"),
-])
+@pytest.mark.parametrize(
+    "rule, method",
+    [
+        ("gradient-x-input", "InputXGradient"),
+        ("guided-backprop", "GuidedBackprop"),
+        ("deconvnet", "Deconvolution"),
+    ],
+)
 def test_rule_matches_captum(vgg, rule, method):
     model, x, t = vgg
     O.assert_close(O.ours(model, rule, x, t), O.captum_explain(model, x, t, method), what=f"{rule} vs {method}")
@@ -32,6 +35,7 @@ def test_deeplift_rescale_with_baseline_matches_captum(vgg):
     model, x, t = vgg
     base = 0.3 * torch.ones_like(x)
     import rulelang
+
     explainer = rulelang.compile(model, "deeplift-rescale", example_input=x, thr=1e-10)
     mine = explainer(x, target=t, reference=base)
     theirs = O.captum_deeplift(model, x, t, baseline=base, maxpool="gradient")
@@ -47,12 +51,14 @@ def test_deeplift_on_vgg_matches_captum_default_and_is_not_complete(vgg):
     import copy
 
     from captum.attr import DeepLift
+
     model, x, t = vgg
     mine = O.ours(model, "deeplift-rescale", x, t, thr=1e-10)
     captum_default = O.captum_deeplift(model, x, t, maxpool="captum")
     O.assert_close(mine, captum_default, what="deeplift-rescale vs captum DeepLift (default max-pool hook)")
     _, conv_delta = DeepLift(copy.deepcopy(model)).attribute(
-        x.clone().requires_grad_(True), baselines=torch.zeros_like(x), target=t, return_convergence_delta=True)
+        x.clone().requires_grad_(True), baselines=torch.zeros_like(x), target=t, return_convergence_delta=True
+    )
     with torch.no_grad():
         delta = (model(x) - model(torch.zeros_like(x))).gather(1, t[:, None]).squeeze(1)
     gap = delta - mine.flatten(1).sum(1)

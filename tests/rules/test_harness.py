@@ -1,10 +1,10 @@
 """The oracle harness checks itself: zennit and captum agree with the independent matrix-form reference on toy
 nets, so a later disagreement between a rule file and an oracle points at the rule file (or the compiler)."""
-import pytest
-import torch
 
+import pytest
 import rule_oracles as O
 import rule_reference as ref
+import torch
 import toy_nets
 
 
@@ -24,11 +24,14 @@ def _zlin(rule):
     return {"linear": rule, "avgpool": ref.lrp_epsilon, "relu": ref.g_copy, "add": ref.lrp_add_z}
 
 
-@pytest.mark.parametrize("zennit_rule, kwargs, rules", [
-    ("Epsilon", {}, _zlin(ref.lrp_epsilon)),
-    ("ZPlus", {}, _zlin(ref.lrp_zplus)),
-    ("WSquare", {}, _zlin(lambda n, k, xs, y, R: ref.lrp_wsquare(n, k, xs, y, R, bias=True))),
-])
+@pytest.mark.parametrize(
+    "zennit_rule, kwargs, rules",
+    [
+        ("Epsilon", {}, _zlin(ref.lrp_epsilon)),
+        ("ZPlus", {}, _zlin(ref.lrp_zplus)),
+        ("WSquare", {}, _zlin(lambda n, k, xs, y, R: ref.lrp_wsquare(n, k, xs, y, R, bias=True))),
+    ],
+)
 def test_zennit_matches_reference(toy, zennit_rule, kwargs, rules):
     net, x, t = toy
     theirs = O.zennit_explain(net, x, t, O.zennit_composite(zennit_rule, None, **kwargs))
@@ -40,15 +43,17 @@ def test_zennit_zbox_matches_reference(toy):
     import zennit.composites as zc
     import zennit.rules as zr
     from zennit.types import Linear
+
     net, x, t = toy
     comp = zc.SpecialFirstLayerMapComposite(
-        layer_map=zc.layer_map_base() + [(Linear, zr.Epsilon())],
-        first_map=[(Linear, zr.ZBox(low=LO, high=HI))])
+        layer_map=zc.layer_map_base() + [(Linear, zr.Epsilon())], first_map=[(Linear, zr.ZBox(low=LO, high=HI))]
+    )
     theirs = O.zennit_explain(net, x, t, comp)
     zb = ref.lrp_zbox(LO[0].expand(3, 8, 8).reshape(-1), HI[0].expand(3, 8, 8).reshape(-1))
 
     def linear(n, k, xs, y, R):
         return zb(n, k, xs, y, R) if n.first else ref.lrp_epsilon(n, k, xs, y, R)
+
     mine = ref.propagate(net, x, t, {**_zlin(linear)}, init="output")
     O.assert_close(theirs, mine, cos=0.999999, rel=1e-9, what="ZBox")
 

@@ -1,5 +1,6 @@
 """Every rule file of the library compiles on torchvision's vgg16, resnet50 and densenet121 and gives a finite,
 non-zero attribution of the input's shape (random weights, small inputs)."""
+
 from __future__ import annotations
 
 import copy
@@ -16,7 +17,7 @@ ARCHS = ["vgg16", "resnet50", "densenet121"]
 BOUNDED = {"lrp-zbox", "lrp-epsilon-gamma-box", "dtd-bounded"}  # rules whose lo/hi must bound the input
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _model(arch: str) -> torch.nn.Module:
     torch.manual_seed(0)
     return getattr(torchvision.models, arch)(weights=None, num_classes=10).eval()
@@ -44,12 +45,37 @@ def test_rule_compiles_and_explains(rule: str, arch: str) -> None:
 
 def test_library_is_complete() -> None:
     expected = {
-        "gradient", "gradient-x-input", "guided-backprop", "deconvnet", "rectgrad", "lrp-z", "lrp-epsilon",
-        "lrp-zplus", "lrp-alpha-beta", "lrp-alpha1-beta0", "lrp-alpha2-beta1", "lrp-alpha5-beta4", "lrp-gamma",
-        "lrp-flat", "lrp-wsquare", "lrp-zbox", "lrp-epsilon-plus", "lrp-epsilon-plus-flat",
-        "lrp-epsilon-alpha2-beta1", "lrp-epsilon-alpha2-beta1-flat", "lrp-epsilon-gamma-box",
-        "lrp-cmp-alpha1-beta0", "lrp-cmp-alpha2-beta1", "dtd-bounded", "excitation-bp", "pattern-net",
-        "pattern-attribution", "deeplift-rescale", "deeplift-reveal-cancel", "deeplift-ablation"}
+        "gradient",
+        "gradient-x-input",
+        "guided-backprop",
+        "deconvnet",
+        "rectgrad",
+        "lrp-z",
+        "lrp-epsilon",
+        "lrp-zplus",
+        "lrp-alpha-beta",
+        "lrp-alpha1-beta0",
+        "lrp-alpha2-beta1",
+        "lrp-alpha5-beta4",
+        "lrp-gamma",
+        "lrp-flat",
+        "lrp-wsquare",
+        "lrp-zbox",
+        "lrp-epsilon-plus",
+        "lrp-epsilon-plus-flat",
+        "lrp-epsilon-alpha2-beta1",
+        "lrp-epsilon-alpha2-beta1-flat",
+        "lrp-epsilon-gamma-box",
+        "lrp-cmp-alpha1-beta0",
+        "lrp-cmp-alpha2-beta1",
+        "dtd-bounded",
+        "excitation-bp",
+        "pattern-net",
+        "pattern-attribution",
+        "deeplift-rescale",
+        "deeplift-reveal-cancel",
+        "deeplift-ablation",
+    }
     assert expected <= set(list_rules())
     for name in expected:
         rf = rulelang.load(name, **({"lo": -1.0, "hi": 1.0} if name in BOUNDED else {}))

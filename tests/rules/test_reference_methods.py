@@ -1,11 +1,11 @@
 """Methods no peer implements in PyTorch (RectGrad, bounded DTD, DeepLIFT Rescale / RevealCancel / the paper's
 ablation), against the independent matrix-form reference (rule_reference.py, from research/paper.md §1.4) on small
 sequential and residual nets; plus DeepLIFT's summation-to-delta and LRP conservation on bias-free nets."""
-import pytest
-import torch
 
+import pytest
 import rule_oracles as O
 import rule_reference as ref
+import torch
 import toy_nets
 
 NETS = {
@@ -64,6 +64,7 @@ def test_deeplift_rescale_matches_reference(kind, reference):
         mine, base = O.ours(net, "deeplift-rescale", x, t), None
     else:
         import rulelang
+
         base = 0.5 * toy_nets.inputs(x.shape[0], seed=11)
         mine = rulelang.compile(net, "deeplift-rescale", example_input=x)(x, target=t, reference=base)
     O.assert_close(mine, ref.deeplift(net, x, t, "rescale", baseline=base), what="deeplift-rescale")
@@ -72,23 +73,37 @@ def test_deeplift_rescale_matches_reference(kind, reference):
 @pytest.mark.parametrize("kind", list(NETS))
 def test_deeplift_ablation_matches_reference(kind):
     net, x, t = _setup(kind)
-    O.assert_close(O.ours(net, "deeplift-ablation", x, t), ref.deeplift(net, x, t, "rescale", cross=False),
-                   what="deeplift-ablation")
+    O.assert_close(
+        O.ours(net, "deeplift-ablation", x, t),
+        ref.deeplift(net, x, t, "rescale", cross=False),
+        what="deeplift-ablation",
+    )
 
 
 @pytest.mark.parametrize("kind", list(NETS))
 def test_deeplift_reveal_cancel_matches_reference(kind):
     """Needs two relevance streams and per-node forward quantities in the compiler."""
     net, x, t = _setup(kind)
-    O.assert_close(O.ours(net, "deeplift-reveal-cancel", x, t), ref.deeplift(net, x, t, "reveal_cancel"),
-                   what="deeplift-reveal-cancel")
+    O.assert_close(
+        O.ours(net, "deeplift-reveal-cancel", x, t),
+        ref.deeplift(net, x, t, "reveal_cancel"),
+        what="deeplift-reveal-cancel",
+    )
 
 
 def _maxpool_free(seed):
     C = torch.nn.Conv2d
-    net = ref.sequential(C(3, 5, 3, padding=1), torch.nn.ReLU(), torch.nn.AvgPool2d(2), C(5, 6, 3, padding=1),
-                         torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(96, 10), torch.nn.ReLU(),
-                         torch.nn.Linear(10, 4))
+    net = ref.sequential(
+        C(3, 5, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AvgPool2d(2),
+        C(5, 6, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(96, 10),
+        torch.nn.ReLU(),
+        torch.nn.Linear(10, 4),
+    )
     return toy_nets._init(net, seed)
 
 
@@ -101,14 +116,26 @@ def test_deeplift_sums_to_delta(rule):
     t = O.labels(net, x)
     base = 0.2 * torch.ones_like(x)
     import rulelang
+
     a = rulelang.compile(net, rule, example_input=x)(x, target=t, reference=base)
     with torch.no_grad():
         delta = (net(x) - net(base)).gather(1, t[:, None]).squeeze(1)
     torch.testing.assert_close(a.flatten(1).sum(1), delta, rtol=1e-6, atol=1e-9)
 
 
-CONSERVATIVE = ["lrp-epsilon", "lrp-z", "lrp-zplus", "lrp-alpha1-beta0", "lrp-gamma", "lrp-epsilon-plus",
-                "lrp-epsilon-plus-flat", "lrp-cmp-alpha1-beta0", "excitation-bp", "lrp-zbox", "lrp-epsilon-gamma-box"]
+CONSERVATIVE = [
+    "lrp-epsilon",
+    "lrp-z",
+    "lrp-zplus",
+    "lrp-alpha1-beta0",
+    "lrp-gamma",
+    "lrp-epsilon-plus",
+    "lrp-epsilon-plus-flat",
+    "lrp-cmp-alpha1-beta0",
+    "excitation-bp",
+    "lrp-zbox",
+    "lrp-epsilon-gamma-box",
+]
 # not alpha-beta with beta > 0: a unit with no negative contribution (zn = 0, e.g. a 1x1 conv whose weights into
 # it are all positive) returns alpha * R instead of R (test_toy_cases.test_alpha_beta_without_negative_part);
 # not flat / w-square everywhere: they give relevance to dead units, and the x-weighted z-rule of the next
@@ -120,12 +147,19 @@ CONSERVATIVE = ["lrp-epsilon", "lrp-z", "lrp-zplus", "lrp-alpha1-beta0", "lrp-ga
 # z+ (alpha1-beta0) loses the relevance of a unit without positive contributions (zp = 0); after a ReLU such a
 # unit is dead and gets none, but a residual add hands relevance to the branch's pre-activation conv output, so
 # the z+ family is conservative on sequential ReLU nets only
-ZPLUS_FAMILY = {"lrp-zplus", "lrp-alpha1-beta0", "lrp-epsilon-plus", "lrp-epsilon-plus-flat",
-                "lrp-cmp-alpha1-beta0", "excitation-bp"}
+ZPLUS_FAMILY = {
+    "lrp-zplus",
+    "lrp-alpha1-beta0",
+    "lrp-epsilon-plus",
+    "lrp-epsilon-plus-flat",
+    "lrp-cmp-alpha1-beta0",
+    "excitation-bp",
+}
 
 
-@pytest.mark.parametrize("kind, rule", [(k, r) for r in CONSERVATIVE for k in NETS
-                                         if not (k == "resnet" and r in ZPLUS_FAMILY)])
+@pytest.mark.parametrize(
+    "kind, rule", [(k, r) for r in CONSERVATIVE for k in NETS if not (k == "resnet" and r in ZPLUS_FAMILY)]
+)
 def test_lrp_conserves_relevance_without_bias(kind, rule):
     """On bias-free ReLU nets every conservative LRP rule hands the logit's value down to the input (up to the
     stabiliser's eps share)."""

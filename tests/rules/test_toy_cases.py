@@ -6,10 +6,10 @@ alpha-beta / z+ is sum(x.pos w.pos + x.neg w.neg) + b.pos, the negative one sum(
 the bias is counted once (its positive part with the positive half), and its share of relevance is absorbed, not
 returned — so relevance is conserved exactly only where b = 0.
 """
-import pytest
-import torch
 
+import pytest
 import rule_oracles as O
+import torch
 
 D = torch.float64
 
@@ -109,5 +109,6 @@ def test_alpha_beta_hidden_layer_textbook(alpha, beta):
 
 def test_alpha_beta_requires_alpha_minus_beta_one():
     import rulelang
+
     with pytest.raises(rulelang.RulelangError):
         explain(dense([1.0], 0.0), "lrp-alpha-beta", [1.0], alpha=2.0, beta=2.0)

@@ -1,15 +1,17 @@
 """SmoothGrad and Integrated Gradients wrappers (rulelang.compiler.wrappers) around compiled explainers."""
-import pytest
-import torch
 
+import pytest
 import rule_oracles as O
+import torch
 import toy_nets
+
 from rulelang.compiler.wrappers import integrated, smoothgrad
 
 
 @pytest.fixture(scope="module")
 def toy():
     import rulelang
+
     net = toy_nets.cnn(seed=5)
     x = toy_nets.inputs(3, seed=5)
     t = O.labels(net, x)
@@ -49,6 +51,7 @@ def test_smoothgrad_target_none_uses_the_clean_prediction(toy):
 def test_integrated_gradients_matches_captum(toy):
     """captum IntegratedGradients with its Riemann-right points equals ours with method="right"."""
     from captum.attr import IntegratedGradients
+
     net, x, t, g = toy
     ours = integrated(g, x, t, steps=16, method="right")
     theirs = IntegratedGradients(net).attribute(x, target=t, n_steps=16, method="riemann_right")
@@ -68,14 +71,16 @@ def test_integrated_gradients_is_complete(toy, method):
 
 def test_integrated_gradients_of_a_linear_model_is_exact():
     import rulelang
+
     lin = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)).double()
     x = torch.randn(2, 3, 2, 2, dtype=torch.float64)
     g = rulelang.compile(lin, "gradient", example_input=x)
     t = torch.tensor([0, 2])
     w = lin[1].weight[t].reshape(x.shape).detach()
     torch.testing.assert_close(integrated(g, x, t, steps=3), x * w)
-    torch.testing.assert_close(integrated(g, x, 1, steps=3, baseline=1.0),
-                               (x - 1) * lin[1].weight[1].reshape(1, 3, 2, 2).detach())
+    torch.testing.assert_close(
+        integrated(g, x, 1, steps=3, baseline=1.0), (x - 1) * lin[1].weight[1].reshape(1, 3, 2, 2).detach()
+    )
 
 
 def test_wrappers_reject_bad_counts(toy):

@@ -7,10 +7,10 @@ functional add directly, so with the canonizers both sides mean the same model. 
 (`Epsilon`, `ZPlus`, ...) is put on every conv and dense layer over zennit's base map (activations Pass,
 Sum/AvgPool Norm, BN Pass), which is exactly what the single-rule files say.
 """
-import pytest
-import torch
 
+import pytest
 import rule_oracles as O
+import torch
 
 LO = [-2.5, -2.0, -3.0]
 HI = [2.5, 3.0, 2.0]
@@ -50,17 +50,22 @@ def _composite(name, canonizer, kwargs):
         import zennit.composites as zc
         import zennit.rules as zr
         from zennit.types import Linear
+
         return zc.SpecialFirstLayerMapComposite(
             layer_map=zc.layer_map_base() + [(Linear, zr.Epsilon())],
-            first_map=[(Linear, zr.ZBox(**kwargs))], canonizers=O.canonizers(canonizer))
+            first_map=[(Linear, zr.ZBox(**kwargs))],
+            canonizers=O.canonizers(canonizer),
+        )
     if name == "CMP":  # iNNvestigate's sequential presets in zennit terms: alpha-beta on conv, epsilon 1e-10 on dense
         import zennit.composites as zc
         import zennit.rules as zr
         from zennit.types import Convolution
+
         return zc.LayerMapComposite(
-            layer_map=zc.layer_map_base() + [(Convolution, zr.AlphaBeta(**kwargs)),
-                                             (torch.nn.Linear, zr.Epsilon(epsilon=1e-10))],
-            canonizers=O.canonizers(canonizer))
+            layer_map=zc.layer_map_base()
+            + [(Convolution, zr.AlphaBeta(**kwargs)), (torch.nn.Linear, zr.Epsilon(epsilon=1e-10))],
+            canonizers=O.canonizers(canonizer),
+        )
     return O.zennit_composite(name, canonizer, **kwargs)
 
 
