@@ -253,6 +253,32 @@ def peak_memory(fn: Callable[[], Any], device) -> dict[str, Any] | None:
     return {"peak_mib": round(peak / 2**20, 1), "peak_above_start_mib": round((peak - base) / 2**20, 1)}
 
 
+def _proc_status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def cpu_peak_memory(fn: Callable[[], Any]) -> dict[str, Any]:
+    """CPU (Linux): the resident-set high-water mark one call adds above what was resident before it.
+
+    Run in a child started with MALLOC_MMAP_THRESHOLD_=65536 (freed tensors go back to the OS). The method is
+    called once to warm up, then `5` written to /proc/self/clear_refs resets VmHWM to the current RSS, and the
+    second call's VmHWM - VmRSS(before) is its peak (the parent's model-construction peak no longer counts).
+    """
+    fn()
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _proc_status_kib("VmRSS")
+    out = fn()
+    peak = _proc_status_kib("VmHWM")
+    del out
+    return {"peak_above_start_mib": round((peak - before) / 1024, 1), "rss_before_mib": round(before / 1024, 1)}
+
+
 def environment(device) -> dict[str, Any]:
     env = {
         "torch": torch.__version__,

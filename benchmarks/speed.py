@@ -233,11 +233,20 @@ def run_speed(
             "(all model copies included), peak_above_start_mib above what was allocated before the call; "
             "memory_ratio_to_gradient uses the latter"
         )
-    elif dev.type != "cuda":
+    elif memory and sys.platform.startswith("linux"):
+        for m in methods:
+            if m.fn is not None:
+                report[m.name].update(
+                    _cpu_memory_in_child(m.name, model_name, batch, size, dtype, rules, seed, torch.get_num_threads())
+                )
+        g = report.get("gradient", {}).get("peak_above_start_mib")
+        for row in report.values():
+            p = row.get("peak_above_start_mib")
+            row["memory_ratio_to_gradient"] = round(p / g, 3) if p is not None and g else None
         mem_note = (
-            "not measured on CPU: tracemalloc does not see torch's allocator, and a ru_maxrss delta per "
-            "method (tried, one subprocess per method) stayed 0 even at resnet50 224x224 batch 4; "
-            "use --device cuda for peak memory"
+            "CPU: one child process per method, started with MALLOC_MMAP_THRESHOLD_=65536 (freed tensors return to "
+            "the OS); the method is called once, /proc/self/clear_refs resets VmHWM to the current RSS, and "
+            "peak_above_start_mib = VmHWM - VmRSS(before) of the second call; memory_ratio_to_gradient uses it"
         )
     for m in methods:
         if m.close:
@@ -264,6 +273,38 @@ def run_speed(
     }
 
 
+def _cpu_memory_in_child(
+    key: str, model_name: str, batch: int, size: int | None, dtype: str, rules: list[str], seed: int, threads: int
+) -> dict[str, Any]:
+    """Runs `speed.py --memory-child KEY` in a fresh process (see _common.cpu_peak_memory)."""
+    import subprocess
+
+    cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", key, "--model", model_name]
+    cmd += ["--batch", str(batch), "--dtype", dtype, "--rules", ",".join(rules) or "gradient"]
+    cmd += ["--seed", str(seed), "--threads", str(threads)] + (["--size", str(size)] if size else [])
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    try:
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800, check=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+    except Exception as e:  # noqa: BLE001 - a failed measurement is a field, not a crash
+        return {"memory_error": f"{type(e).__name__}: {e}"[:300]}
+
+
+def _memory_child(args: argparse.Namespace) -> None:
+    """The child side of the CPU memory measurement: builds one method and prints its peak as JSON."""
+    shape = C.input_shape(args.model, args.size)
+    model = C.build_model(args.model, args.seed).to(torch.device("cpu"), C.DTYPES[args.dtype]).eval()
+    model.requires_grad_(False)
+    x = C.images(args.batch, shape, args.seed).to(C.DTYPES[args.dtype])
+    with torch.no_grad():
+        target = model(x).argmax(1)
+    rules = [r for r in args.rules.split(",") if r]
+    (method,) = _methods(
+        model, x, target, rules, torch.device("cpu"), True, C.canonizer_kind(args.model), only=args.memory_child
+    )
+    print(json.dumps(C.cpu_peak_memory(method.fn)))
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="vgg16", help="rulelang.builtin_model name (torchvision or digits-*)")
@@ -281,6 +322,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-peers", action="store_true", help="skip zennit and captum")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     p.add_argument(
         "--quick",
         action="store_true",
@@ -291,6 +334,10 @@ def main(argv: list[str] | None = None) -> None:
         args.threads = 1  # OpenMP threads spin-waiting on a shared, oversubscribed CPU cost 10x (measured here)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.memory_child:
+        args.batch = args.batch or 8
+        args.rules = args.rules or DEFAULT_RULES
+        return _memory_child(args)
     if args.quick:
         args.size = args.size or 32
         args.batch = args.batch or 2
@@ -311,6 +358,7 @@ def main(argv: list[str] | None = None) -> None:
         args.repeat,
         max(args.warmup, 1),
         not args.no_peers,
+        memory=not args.no_memory,
         seed=args.seed,
     )
     print(json.dumps(report, indent=1, default=str))
