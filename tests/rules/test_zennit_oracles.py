@@ -39,7 +39,7 @@ CASES = [
     ("lrp-epsilon-gamma-box", {"lo": LO, "hi": HI}, "EpsilonGammaBox", {"low": _t(LO), "high": _t(HI)}, "output"),
     ("lrp-cmp-alpha1-beta0", {}, "CMP", {"alpha": 1.0, "beta": 0.0}, "output"),
     ("lrp-cmp-alpha2-beta1", {}, "CMP", {"alpha": 2.0, "beta": 1.0}, "output"),
-    ("excitation-bp", {}, "ExcitationBackprop", {}, "output"),
+    ("excitation-bp", {}, "ExcitationBackprop", {}, "onehot"),
     ("guided-backprop", {}, "GuidedBackprop", {}, "onehot"),
     ("deconvnet", {}, "DeconvNet", {}, "onehot"),
 ]
@@ -90,3 +90,18 @@ def test_zennit_without_canonizer_duplicates_relevance_at_adds(resnet):
     O.assert_close(mine, with_canon)
     m = O.compare(mine, without)
     assert m["rel"] > 1e-2, m
+
+
+@pytest.mark.parametrize("arch", ["vgg", "resnet"])
+def test_excitation_bp_is_seeded_with_the_one_hot_on_a_negative_logit(models, arch):
+    """Excitation BP's top-down signal is a probability (Zhang et al.): the explained class gets 1, not its logit.
+    On the class with the most negative logit a logit seed would flip the map's sign (cosine -1); the one-hot seed
+    agrees with zennit's ExcitationBackprop seeded with the one-hot, sample by sample."""
+    model, x, _ = models[arch]
+    with torch.no_grad():
+        logits = model(x)
+    t = logits.argmin(1)
+    assert (logits.gather(1, t[:, None]) < 0).all()  # the case that used to flip
+    theirs = O.zennit_explain(model, x, t, O.zennit_composite("ExcitationBackprop", arch), seed="onehot")
+    mine = O.ours(model, "excitation-bp", x, t)
+    O.assert_close(mine, theirs, what=f"excitation-bp vs zennit ExcitationBackprop (one-hot) on {arch}")
