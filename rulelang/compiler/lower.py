@@ -14,18 +14,16 @@ from typing import Any
 import torch
 import torch.fx as fx
 
+from ..graph.catalog import INPLACE_FUNCTIONS, INPLACE_METHODS, output_nonneg
 from ..graph.ir import Op, OpGraph
 from ..lang import ast as A
 from . import prims
 from .emitter import Emitter
 from .evaluate import Scope, error_at
+from .impls import impl_for, inplace_free
 from .match import Plan
-from .ops import impl_for
 
 Value = Any
-
-#: kinds whose output is non-negative when all their activation inputs are
-_KEEPS_SIGN = frozenset({"maxpool", "avgpool", "reshape", "cat", "dropout", "identity", "add"})
 
 
 class Lowering:
@@ -103,10 +101,9 @@ class Lowering:
                 op = by_out[n]
                 self.em.op_name = op.name
                 env[n] = impl_for(op).forward(self, op)
-                if op.kind == "relu" or (
-                    op.kind in _KEEPS_SIGN
-                    and isinstance(env[n], fx.Node)
-                    and all(env[i] in self.em.nonneg for i in op.inputs)
+                # sign facts (the catalog's `output_sign`): `x.neg` of a ReLU output is 0, `x.pos` is x
+                if isinstance(env[n], fx.Node) and output_nonneg(
+                    op.kind, op.node, self.gm, all(env[i] in self.em.nonneg for i in op.inputs)
                 ):
                     self.em.nonneg.add(env[n])
             elif n.op == "get_attr":
@@ -147,6 +144,8 @@ class Lowering:
                         if r == 0:
                             continue  # proved zero: this consumer sends x no relevance
                         r = self.em.call(torch.full_like, self.value(x), float(r))
+                    # checks.py compares the result's shape with the input's, at this rule's line
+                    r.meta.setdefault("rule_results", []).append((x, block.result.pos or block.pos, op.name, i))
                     contrib.setdefault((s, x), []).append(r)
         self.em.op_name = None
         at_input = {s: self._sum(contrib.get((s, self.og.input), []), self.og.input) for s in streams}
@@ -302,9 +301,6 @@ def _current(em: Emitter) -> A.Pos | None:
 
 def _eager_call(lw: Lowering, op: Op) -> Callable[..., Any]:
     """The op's original call as an eager function of its argument nodes' values (in-place forms avoided)."""
-    from ..graph.catalog import INPLACE_FUNCTIONS, INPLACE_METHODS
-    from .ops import inplace_free
-
     node, gm, pick = op.node, lw.gm, op.pick
     if node.op == "call_module":
         module = gm.get_submodule(node.target)

@@ -6,6 +6,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ..errors import CompileError
+from ..lang.kinds import Kind
 from .catalog import describe_target, node_kind, source_line
 from .ir import Op, OpGraph
 from .trace import is_tensor_node
@@ -54,7 +55,7 @@ def build_opgraph(gm: fx.GraphModule, fold_batchnorm: bool = True) -> OpGraph:
                 module=_module_path(n),
                 source=source_line(n),
             )
-            if fold_batchnorm and op.kind == "affine" and isinstance(src, fx.Node) and src in by_node:
+            if fold_batchnorm and op.kind == Kind.AFFINE and isinstance(src, fx.Node) and src in by_node:
                 prev = by_node[src]
                 if _foldable(prev, src, n, gm):
                     prev.out, prev.fold = n, n
@@ -116,9 +117,9 @@ def _is_pick(n: fx.Node, live: set[fx.Node]) -> bool:
     )
 
 
-def _pick_kind(tup: fx.Node, gm: fx.GraphModule) -> str:
+def _pick_kind(tup: fx.Node, gm: fx.GraphModule) -> Kind:
     kind = node_kind(tup, gm)
-    return kind if kind in ("reshape", "maxpool") else "other"
+    return kind if kind in (Kind.RESHAPE, Kind.MAXPOOL) else Kind.OTHER
 
 
 def _module_path(n: fx.Node) -> str | None:
@@ -133,7 +134,7 @@ def _module_path(n: fx.Node) -> str | None:
 
 def _foldable(prev: Op, src: fx.Node, bn: fx.Node, gm: fx.GraphModule) -> bool:
     """A BatchNorm module right after a conv/dense module whose output nothing else reads."""
-    if prev.kind not in ("conv", "dense") or prev.fold is not None or prev.pick is not None:
+    if prev.kind not in (Kind.CONV, Kind.DENSE) or prev.fold is not None or prev.pick is not None:
         return False
     if prev.node.op != "call_module" or len(src.users) != 1 or bn.op != "call_module":
         return False
@@ -146,14 +147,14 @@ def _mark_positions(graph: OpGraph) -> None:
     reach_in = {graph.input}
     for op in graph.ops:
         if any(x in reach_in for x in op.inputs):
-            if op.kind == "reshape":
+            if op.kind == Kind.RESHAPE:
                 reach_in.add(op.out)
             else:
                 op.first = True
     by_out = graph.by_out
     cur = by_out.get(graph.output)
     while cur is not None:
-        if cur.kind != "reshape":
+        if cur.kind != Kind.RESHAPE:
             cur.last = True
             break
         cur = by_out.get(cur.inputs[0]) if len(cur.inputs) == 1 else None

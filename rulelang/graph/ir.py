@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import torch.fx as fx
 
+from ..lang.kinds import Kind
+
 
 @dataclass
 class Op:
@@ -17,7 +19,7 @@ class Op:
     """
 
     name: str
-    kind: str
+    kind: Kind
     node: fx.Node
     out: fx.Node
     inputs: list[fx.Node]
