@@ -55,3 +55,16 @@ class CompileError(RulelangError):
 
 class ModelError(RulelangError):
     """A model, weight file or input the user supplied cannot be used."""
+
+
+class ExplainError(RulelangError):
+    """A call of a compiled explainer cannot be answered: a bad target, `keep`, input or injected relevance, or a
+    model changed after compiling (a hook added, a submodule replaced)."""
+
+
+class NonFiniteError(ExplainError):
+    """An explanation came out with NaN or infinite values; the message names the first node where they appear."""
+
+
+class NonFiniteWarning(RuntimeWarning):
+    """Issued instead of `NonFiniteError` when the explainer runs with `on_nonfinite="warn"`."""

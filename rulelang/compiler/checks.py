@@ -1,5 +1,9 @@
-"""Compile-time checks: run the explaining graph on meta tensors, so shape errors in rule bodies are reported
-with the rule file's line before any real tensor is touched."""
+"""The compile-time shape check: the explaining graph runs once on meta tensors (no data, no arithmetic), so that
+a shape error in a rule body, or a body returning relevance of the wrong shape, is reported at that rule's line
+before any real tensor is touched.
+
+It uses only the explainer's public surface: `build`, `hoisted_graph`, `rules`.
+"""
 
 from __future__ import annotations
 
@@ -7,32 +11,50 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.fx as fx
+from torch.nn.utils import stateless
 
 from ..errors import CompileError, RulelangError
 from .evaluate import error_at
+from .keys import EXPLAIN
 
 if TYPE_CHECKING:
     from .explainer import Explainer
 
 
-class _Checker(fx.Interpreter):
+class ShapeChecker(fx.Interpreter):
+    """Runs a graph on meta tensors; maps failures to the rule line that emitted the failing node, and compares
+    every rule result (tagged `rule_results` by the lowering) with the shape of the node input it is for."""
+
     def run_node(self, n: fx.Node) -> Any:
         try:
-            return super().run_node(n)
+            value = super().run_node(n)
         except RulelangError:
             raise
         except NotImplementedError:
-            raise _NoMeta() from None
+            raise NoMetaKernel() from None
         except Exception as e:  # a shape or dtype error in a lowered body
             pos = n.meta.get("rule_pos")
             op = n.meta.get("rule_op")
-            msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            text = str(e).strip()
+            msg = f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
             if pos is not None:
                 raise error_at(pos, f"shape error at node {op}: {msg}") from None
             raise CompileError(f"the model cannot be run on the example input at node {n.name}: {msg}") from None
+        for x, pos, op, i in n.meta.get("rule_results", ()):
+            expected = tuple(x.meta["tensor_meta"].shape)
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else None
+            if got != expected:
+                which = f"input {i} ({x.name})" if i else f"its input ({x.name})"
+                raise error_at(
+                    pos,
+                    f"the rule for node {op} returns relevance of shape {got} for {which}, which has shape "
+                    f"{expected}: a relevance body must return one value per entry of the node's input",
+                    hint="`vjp(s)` maps a value shaped like the node's output (R, y) back to its input's shape",
+                )
+        return value
 
 
-class _NoMeta(Exception):
+class NoMetaKernel(Exception):
     """An op without a meta kernel: the check cannot run on meta tensors."""
 
 
@@ -45,19 +67,20 @@ def _meta_state(gm: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def check_graph(explainer: Explainer, example_input: torch.Tensor) -> None:
     """Builds the explain graph and runs it on meta tensors (skipped where an op has no meta kernel)."""
-    key = ("explain", None, False)
-    gm = explainer._build(*key)
-    cache = explainer._caches.get(key)
+    key = EXPLAIN
+    gm = explainer.build(key)
+    hoisted = explainer.hoisted_graph(key)
     x = torch.empty_like(example_input, device="meta")
     args: list[Any] = [x, None]
     if explainer.rules.reference:
         args.append(torch.empty_like(example_input, device="meta") if explainer.rules.reference == "input" else None)
     try:
         with torch.no_grad():
-            if cache is not None:
-                with torch.nn.utils.stateless._reparametrize_module(cache.derive, _meta_state(cache.derive)):
-                    args.extend(_Checker(cache.derive).run())
-            with torch.nn.utils.stateless._reparametrize_module(gm, _meta_state(gm)):
-                _Checker(gm).run(*args)
-    except _NoMeta:
+            if hoisted is not None:
+                derive, _ = hoisted
+                with stateless._reparametrize_module(derive, _meta_state(derive)):
+                    args.extend(ShapeChecker(derive).run())
+            with stateless._reparametrize_module(gm, _meta_state(gm)):
+                ShapeChecker(gm).run(*args)
+    except NoMetaKernel:
         return

@@ -3,35 +3,65 @@
 from __future__ import annotations
 
 import re
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.fx as fx
 from torch import nn
 
-from ..errors import CompileError, RulelangError
+from ..errors import ExplainError, NonFiniteError, NonFiniteWarning, RulelangError
 from ..graph.canonicalize import build_opgraph
 from ..graph.ir import OpGraph
 from ..graph.trace import LeafSpec, eval_mode, trace
 from ..lang import ast as A
 from . import prims
 from .checks import check_graph
+from .evaluate import error_at
+from .guards import (
+    Keep,
+    ModelSnapshot,
+    Target,
+    check_example_input,
+    check_input,
+    check_no_hooks,
+    check_reference,
+    check_relevance,
+    normalize_keep,
+    normalize_target,
+)
 from .hoist import ParameterCache, split_static
+from .keys import EXPLAIN, GraphKey
 from .lower import Lowering
-from .match import Plan, match
-from .ops import inplace_free
+from .match import Plan, match, selector_matches
+from .ops import impl_for, inplace_free
+
+OnNonfinite = Literal["raise", "warn", "ignore"]
+_ON_NONFINITE = ("raise", "warn", "ignore")
 
 
 @dataclass
 class Explanation:
     """What `Explainer.explain` returns: the model output, the attribution at the input, and (with `keep`) the
-    relevance at each node's output keyed by node name (a dict of streams for multi-stream rules)."""
+    relevance at each kept node's output keyed by node name (a dict of streams for multi-stream rules)."""
 
     output: torch.Tensor
     attribution: torch.Tensor
     relevances: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Source:
+    """What `compile` traced, kept so that `refresh()` can trace again after the model's structure changed."""
+
+    model: nn.Module
+    example_input: torch.Tensor
+    leaf_modules: tuple[Any, ...] = ()
+    fold_batchnorm: bool = True
+    check: bool = True
 
 
 class Explainer(nn.Module):
@@ -39,7 +69,11 @@ class Explainer(nn.Module):
 
     It shares the model's modules and parameters (nothing is copied): changing the model's weights in place
     after compiling is reflected in the next explanation. Moving the explainer (`.to("cuda")`, `.double()`)
-    moves those shared parameters, i.e. the model, too.
+    moves those shared parameters, i.e. the model, too. Every call checks cheaply that the model has no forward
+    hooks and the same submodules as when compiled (`refresh()` re-traces after a submodule was replaced).
+
+    The public surface other parts of rulelang build on: `build(GraphKey)`, `hoisted_graph`, `activations`,
+    `node_parameters`, `layer_function`, `shapes`, `graph`, `nodes`, `plan`, `rules`, `fit_targets`.
     """
 
     def __init__(
@@ -49,21 +83,34 @@ class Explainer(nn.Module):
         rules: A.RuleFile,
         cache_parameters: bool = False,
         input_bounds: tuple[Any, Any] | None = None,
+        on_nonfinite: OnNonfinite = "raise",
+        source: Source | None = None,
     ) -> None:
         super().__init__()
+        if on_nonfinite not in _ON_NONFINITE:
+            raise ExplainError(f"on_nonfinite must be one of {', '.join(_ON_NONFINITE)}; got {on_nonfinite!r}")
         #: (lo, hi) of the model input, scalars or per channel, when the caller declared them (static analysis)
         self.input_bounds = input_bounds
         self.cache_parameters = cache_parameters
-        self.model = graph.gm
+        #: what a call does when the attribution has NaN/inf entries: "raise" (NonFiniteError), "warn", "ignore"
+        self.on_nonfinite: OnNonfinite = on_nonfinite
         self.rules = rules
-        self.plan = plan
-        self._graph = graph
         self.consts = nn.Module()
         self._const_names: dict[str, str] = {}
         for name, v in rules.params:
             if isinstance(v, (list, tuple)):
                 self.consts.register_buffer(name, torch.tensor([float(t) for t in v]))
                 self._const_names[name] = f"consts.{name}"
+        self.fitted = nn.Module()  # statistics from `fit:` (buffers named <fitname>__<node>)
+        self._source = source
+        self._built: dict[GraphKey, fx.GraphModule] = {}
+        self._caches: dict[GraphKey, ParameterCache] = {}
+        self._setup(graph, plan)
+
+    def _setup(self, graph: OpGraph, plan: Plan) -> None:
+        self.model = graph.gm
+        self.plan = plan
+        self._graph = graph
         self.inplace_free = nn.Module()
         self._module_targets: dict[str, str] = {}
         for n in graph.gm.graph.nodes:
@@ -73,44 +120,80 @@ class Explainer(nn.Module):
                     attr = re.sub(r"\W", "_", str(n.target))
                     self.inplace_free.add_module(attr, clone)
                     self._module_targets[n.target] = f"inplace_free.{attr}"
-        self.fitted = nn.Module()  # statistics from `fit:` (buffers named <fitname>__<node>)
-        self._built: dict[tuple, fx.GraphModule] = {}
-        self._caches: dict[tuple, ParameterCache] = {}
+        self._snapshot = ModelSnapshot(self._source.model if self._source is not None else graph.gm)
+        out = graph.output.meta.get("tensor_meta")
+        self._classes = int(out.shape[1]) if out is not None and len(out.shape) > 1 else 1
+        self._example_shape = (
+            tuple(graph.input.meta.get("tensor_meta").shape) if "tensor_meta" in graph.input.meta else None
+        )
 
     # ------------------------------------------------------------------------------------------- building
     def _apply(self, fn, recurse=True):  # type: ignore[override]
-        self.refresh()  # graphs hold references to tensors that .to()/.double() replace
+        self._forget()  # graphs hold references to tensors that .to()/.double() replace
         return super()._apply(fn, recurse)
 
-    def refresh(self) -> None:
-        """Forgets built graphs and cached derived parameters (needed only after replacing a module of the
-        model, or, with cache_parameters=True, after editing weights in place through `.data`)."""
+    def _forget(self) -> None:
         self._built.clear()
         self._caches.clear()
 
-    def _build(self, mode: str, at: str | None, keep: bool) -> fx.GraphModule:
-        key = (mode, at, keep)
+    def refresh(self) -> None:
+        """Forgets built graphs and cached derived parameters, and traces the model again when its structure
+        changed since compiling (a submodule replaced, added or removed). Needed after replacing a module of the
+        model, or, with cache_parameters=True, after editing weights in place through `.data`."""
+        self._forget()
+        problem = self._snapshot.problem()
+        if problem is None:
+            return
+        src = self._source
+        if src is None:
+            raise ExplainError(f"{problem}, and this explainer was not built by compile(): compile the model again")
+        check_no_hooks(src.model)
+        ref = next((p for p in src.model.parameters() if p.is_floating_point()), None)
+        example = src.example_input if ref is None else src.example_input.to(ref.device, ref.dtype)
+        graph = build_opgraph(trace(src.model, example, src.leaf_modules), fold_batchnorm=src.fold_batchnorm)
+        plan = match(graph, self.rules)
+        self._setup(graph, plan)
+        targets = {(spec.name, op.name) for spec, op in self.fit_targets()}
+        for key in [k for k, _ in self.fitted.named_buffers()]:
+            if tuple(key.split("__", 1)) not in targets:
+                delattr(self.fitted, key)
+        if src.check:
+            check_graph(self, example)
+
+    def build(self, key: GraphKey) -> fx.GraphModule:
+        """The graph for `key` (built once, then cached until `refresh()` or a move).
+
+        Its inputs: explain `(x, target, [reference])`, propagate `(x, relevance, [reference])` (target a long
+        tensor (batch,), an int or None; see `explain`), activations `(x,)`, params `()`, layer `(t, w)`; with
+        `cache_parameters`, also the hoisted values as keywords (see `hoisted_graph`). Returns a dict: explain and
+        propagate `{"output", "attribution", "relevances"}`, activations `{node: (input, output)}`, params
+        `{node: {"w", "b"}}`; layer returns the tensor.
+        """
         if key in self._built:
             return self._built[key]
         rf, og = self.rules, self._graph
-        if mode in ("explain", "propagate"):
+        if key.mode in ("explain", "propagate"):
             self._require_fitted()
         lw = Lowering(og, self.plan, rf, self._const_names, self._module_targets, self._fitted_names())
         em = lw.em
+        if key.mode in ("params", "activations", "layer"):
+            return self._finish(key, lw, self._build_inspection(key, lw))
         x = em.placeholder("x")
-        if mode in ("params", "acts"):
-            return self._finish(key, lw, self._build_inspection(mode, lw, x, at))
-        target = em.placeholder("target", None) if mode == "explain" else None
-        injected = em.placeholder("relevance") if mode == "propagate" else None
+        target = em.placeholder("target", None) if key.mode == "explain" else None
+        injected = em.placeholder("relevance") if key.mode == "propagate" else None
         reference = em.placeholder("reference", None) if rf.reference else None
         lw.forward("main", x)
         if rf.reference:
             lw.forward("ref", em.call(prims.reference_input, x, reference, rf.reference))
         lw.forward_quantities()
         y = lw.value(og.output)
-        if mode == "explain":
+        if key.mode == "explain":
             init_scope = lw.io_scope(
-                {"y": lambda: y, "target": lambda: em.call(prims.one_hot, y, target), "y0": lambda: lw._ref(og.output)},
+                {
+                    "y": lambda: y,
+                    "target": lambda: em.call(prims.one_hot, y, target),
+                    "y0": lambda: _reference_value(lw, og.output),
+                },
                 like=lambda: y,
                 where="in `init:`",
             )
@@ -119,22 +202,31 @@ class Explainer(nn.Module):
                 v = init_scope.block(block)
                 seeds[(s, og.output)] = v if isinstance(v, fx.Node) else em.call(torch.full_like, y, float(v))
         else:
-            op = og.op(at)  # type: ignore[arg-type]
+            op = og.op(key.at)  # type: ignore[arg-type]
             seeds = {(s, op.out): injected for s in rf.streams}
-        at_input, kept = lw.relevance(seeds, keep)
+        at_input, kept = lw.relevance(seeds, key.keep is not False)
         final_scope = lw.io_scope(
-            {"x": lambda: x, "x0": lambda: lw._ref(og.input), **{s: (lambda v=v: v) for s, v in at_input.items()}},
+            {
+                "x": lambda: x,
+                "x0": lambda: _reference_value(lw, og.input),
+                **{s: (lambda v=v: v) for s, v in at_input.items()},
+            },
             like=lambda: x,
             where="in `final:`",
         )
         attribution = final_scope.block(rf.final)
         if not isinstance(attribution, fx.Node):
             attribution = em.call(torch.full_like, x, float(attribution))
-        rel_out = {name: (r[rf.streams[0]] if len(rf.streams) == 1 else r) for name, r in kept.items()}
+        wanted = key.keep
+        rel_out = {
+            name: (r[rf.streams[0]] if len(rf.streams) == 1 else r)
+            for name, r in kept.items()
+            if wanted is True or (isinstance(wanted, frozenset) and name in wanted)
+        }
         em.output({"output": y, "attribution": attribution, "relevances": rel_out})
-        return self._finish(key, lw, mode)
+        return self._finish(key, lw, key.mode)
 
-    def _finish(self, key: tuple, lw: Lowering, mode: str) -> fx.GraphModule:
+    def _finish(self, key: GraphKey, lw: Lowering, mode: str) -> fx.GraphModule:
         gm = fx.GraphModule(self, lw.em.graph, class_name=f"Explain_{mode}")
         gm.graph.eliminate_dead_code()
         gm.recompile()
@@ -145,35 +237,87 @@ class Explainer(nn.Module):
         self._built[key] = gm
         return gm
 
-    def _hoisted(self, key: tuple) -> dict[str, Any]:
+    def hoisted_graph(self, key: GraphKey) -> tuple[fx.GraphModule, list[str]] | None:
+        """With `cache_parameters=True`: the graph computing the weight-only values hoisted out of `build(key)`,
+        and the keyword names `build(key)` receives them under; None when nothing is hoisted."""
+        self.build(key)
+        cache = self._caches.get(key)
+        return (cache.derive, list(cache.names)) if cache is not None else None
+
+    def _hoisted(self, key: GraphKey) -> dict[str, Any]:
         cache = self._caches.get(key)
         return cache.values() if cache is not None else {}
 
-    def _build_inspection(self, mode: str, lw: Lowering, x: fx.Node, names: Any) -> str:
-        """Graphs for fitting: the (possibly folded) parameters, or each op's input and output activations."""
-        ops = [self._graph.op(n) for n in names]
-        if mode == "params":
+    def _build_inspection(self, key: GraphKey, lw: Lowering) -> str:
+        """Graphs for fitting and analysis: (folded) parameters, activations, or one node's `layer`."""
+        ops = [self._graph.op(n) for n in key.nodes]
+        em = lw.em
+        if key.mode == "layer":
+            t, w = em.placeholder("t"), em.placeholder("w")
+            lw.forward("main", em.placeholder("x", None))  # weights read through the model's own nodes
+            em.output(impl_for(ops[0]).layer(lw, ops[0], [t], w, 0.0))
+        elif key.mode == "params":
+            x = em.placeholder("x", None)
             lw.envs["main"][self._graph.input] = x
-            lw.em.output({op.name: {k: v for k, v in lw.params_of(op).items()} for op in ops})
+            em.output({op.name: dict(lw.params_of(op).items()) for op in ops})
         else:
-            lw.forward("main", x)
-            lw.em.output({op.name: (lw.value(op.inputs[0]), lw.value(op.out)) for op in ops})
-        return mode
+            lw.forward("main", em.placeholder("x"))
+            em.output({op.name: (lw.value(op.inputs[0]), lw.value(op.out)) for op in ops})
+        return key.mode
+
+    # ------------------------------------------------------------------------------- inspection (public)
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each node's output shape for the example input (batch first), in execution order."""
+        return {op.name: op.shape for op in self._graph.ops}
+
+    def activations(self, x: torch.Tensor, names: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """{node: (its first input, its output)} of the forward pass on `x` (model in eval mode, no grad)."""
+        self._check_call(x)
+        gm = self.build(GraphKey("activations", nodes=tuple(self._names(names))))
+        with torch.no_grad(), eval_mode(self.model):
+            return self._execute(gm, x)
+
+    def node_parameters(self, names: list[str]) -> dict[str, dict[str, torch.Tensor]]:
+        """{node: {"w": weight, "b": bias}} of dense/conv/affine nodes, a following BatchNorm folded in."""
+        for n in names:
+            op = self._graph.op(n)
+            if not impl_for(op).parametric:
+                raise ExplainError(f"node {op.name} (kind {op.kind}) has no weights")
+        gm = self.build(GraphKey("params", nodes=tuple(self._names(names))))
+        with torch.no_grad():
+            out = self._execute(gm)
+        return {
+            n: {k: (v if isinstance(v, torch.Tensor) else torch.tensor(v)) for k, v in d.items()}
+            for n, d in out.items()
+        }
+
+    def layer_function(self, name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """Node `name`'s own op as a function `f(t, w)` of an input shaped like the node's and a weight shaped
+        like its `w`, with bias 0: the rule language's `layer(t, w=w, b=0)` (differentiable, e.g. by torch.func)."""
+        (node,) = self._names([name])
+        op = self._graph.op(node)
+        if not impl_for(op).parametric:
+            raise ExplainError(f"node {op.name} (kind {op.kind}) has no weights")
+        gm = self.build(GraphKey("layer", nodes=(node,)))
+        return lambda t, w: gm.forward(t, w)
+
+    def _names(self, names: list[str]) -> list[str]:
+        out = []
+        for n in names:
+            try:
+                out.append(self._graph.op(n).name)
+            except KeyError as e:
+                raise ExplainError(str(e.args[0])) from None
+        return out
 
     # -------------------------------------------------------------------------------------------- fitting
     def fit_targets(self) -> list[tuple[A.Fit, Any]]:
         """(fit spec, op) pairs: every dense/conv op each `fit:` entry applies to."""
-        from .match import selector_matches
-
         out = []
         for spec in self.rules.fit:
             for op in self._graph.ops:
-                if op.kind in ("dense", "conv") and (
-                    spec.match is None
-                    and op.kind in ("dense", "conv")
-                    or spec.match is not None
-                    and selector_matches(spec.match, op)
-                ):
+                if op.kind in ("dense", "conv") and (spec.match is None or selector_matches(spec.match, op)):
                     out.append((spec, op))
         return out
 
@@ -198,11 +342,11 @@ class Explainer(nn.Module):
             raise RulelangError(f"fitted statistics do not fit this model and rule file: unknown {unknown[:4]}")
         for (name, node), value in fitted.items():
             self.fitted.register_buffer(f"{name}__{node}", value.detach().clone())
-        self.refresh()
+        self._forget()
 
     def save_fitted(self, path: str | Path) -> None:
         """Saves the fitted statistics (load them with `compile(..., fitted=path)` or `load_fitted`)."""
-        from .fitting import save_fitted
+        from .fitstats import save_fitted
 
         save_fitted(
             {tuple(k.split("__", 1)): v for k, v in self.fitted.named_buffers()},  # type: ignore[misc]
@@ -211,88 +355,168 @@ class Explainer(nn.Module):
         )
 
     def load_fitted(self, path: str | Path) -> None:
-        from .fitting import load_fitted
+        """Installs statistics saved by `save_fitted`."""
+        from .fitstats import load_fitted
 
         self.set_fitted(load_fitted(path))
 
-    def _eager_params(self, names: list[str]) -> dict[str, dict[str, torch.Tensor]]:
-        gm = self._build("params", tuple(names), False)
-        with torch.no_grad():
-            out = gm(torch.empty(0))
-        return {
-            n: {k: (v if isinstance(v, torch.Tensor) else torch.tensor(v)) for k, v in d.items()}
-            for n, d in out.items()
-        }
-
-    def _activations(self, x: torch.Tensor, names: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        gm = self._build("acts", tuple(names), False)
-        with torch.no_grad(), eval_mode(self.model):
-            return gm(x)
-
-    def _hyper(self, op: Any) -> dict[str, Any]:
-        from .ops import Linear
-
-        lw = Lowering(self._graph, self.plan, self.rules, self._const_names, self._module_targets, {})
-        h = dict(Linear().hyper(lw, op))
-        if op.kind == "conv":
-            w = self.model.get_submodule(op.node.target).weight if op.node.op == "call_module" else None
-            h["kernel"] = tuple(w.shape[2:]) if w is not None else None
-        return h
-
-    def _followed_by_relu(self) -> dict[str, bool]:
-        users = self._graph.consumers()
-        return {op.name: any(u.kind == "relu" for u in users.get(op.out, [])) for op in self._graph.ops}
-
     # -------------------------------------------------------------------------------------------- running
-    def _run(self, gm: fx.GraphModule, *args: Any, key: tuple = ()) -> dict[str, Any]:
-        with torch.no_grad(), eval_mode(self.model):
-            try:
-                return gm(*args, **self._hoisted(key))
-            except RulelangError:
-                raise
-            except ValueError as e:  # bad target etc. from the primitives
-                raise CompileError(f"cannot explain this input: {e}") from None
+    def _check_call(self, x: Any, reference: Any = None) -> None:
+        problem = self._snapshot.problem()
+        if problem is not None:
+            raise ExplainError(
+                f"the model changed after compiling: {problem}. Remove added hooks; after replacing a submodule "
+                "call explainer.refresh() (it traces the model again) or compile again"
+            )
+        check_input(x, self._example_shape or tuple(x.shape), self.model)
+        if reference is not None:
+            if not self.rules.reference:
+                raise ExplainError(f"rule file {self.rules.name!r} takes no reference input (no `reference:`)")
+            check_reference(reference, x)
 
-    def forward(self, x: torch.Tensor, target: Any = None, reference: torch.Tensor | None = None) -> torch.Tensor:
+    def _execute(self, gm: fx.GraphModule, *args: Any, key: GraphKey | None = None) -> Any:
+        """Runs a built graph; errors other than rulelang's become one ExplainError line (calling `forward`
+        directly also keeps fx from printing its own traceback to stderr)."""
+        try:
+            return gm.forward(*args, **(self._hoisted(key) if key is not None else {}))
+        except RulelangError:
+            raise
+        except Exception as e:
+            text = str(e).strip()
+            first = text.splitlines()[0] if text else ""
+            shape = f" of shape {tuple(args[0].shape)}" if args and isinstance(args[0], torch.Tensor) else ""
+            compiled = f" (compiled for {self._example_shape})" if self._example_shape else ""
+            raise ExplainError(f"cannot explain this input{shape}{compiled}: {type(e).__name__}: {first}") from None
+
+    def _run(self, key: GraphKey, *args: Any) -> Explanation:
+        gm = self.build(key)
+        with torch.no_grad(), eval_mode(self.model):
+            out = self._execute(gm, *args, key=key)
+        return Explanation(out["output"], out["attribution"], out["relevances"])
+
+    def forward(self, x: torch.Tensor, target: Target = None, reference: torch.Tensor | None = None) -> torch.Tensor:
         """The attribution for `x` (same shape); target: int, tensor of ints per sample, or None (argmax)."""
         return self.explain(x, target, reference=reference).attribution
 
     def explain(
-        self, x: torch.Tensor, target: Any = None, keep: str | None = None, reference: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        target: Target = None,
+        keep: Keep = None,
+        reference: torch.Tensor | None = None,
+        *,
+        on_nonfinite: OnNonfinite | None = None,
     ) -> Explanation:
-        """Output, attribution and, with keep="all", the relevance at every node's output."""
-        key = ("explain", None, keep == "all")
-        gm = self._build(*key)
-        args = (x, target) + ((reference,) if self.rules.reference else ())
-        out = self._run(gm, *args, key=key)
-        return Explanation(out["output"], out["attribution"], out["relevances"])
+        """Explains `x` for `target`.
+
+        Args:
+            x: a batch shaped like `example_input` (batch first), of the model's dtype and device.
+            target: the class per sample along dim 1 of the output: an int (negative counts from the end), a
+                sequence / integer tensor / array with one int per sample, or None for the predicted class
+                (argmax of the output summed over dims after 1).
+            keep: relevances to return at node outputs: None/False (none), True or "all", or a list of node names.
+            reference: the reference input x0 for rule files with `reference:` (shaped like x or one sample).
+            on_nonfinite: overrides the explainer's `on_nonfinite` for this call.
+
+        Returns:
+            `Explanation(output, attribution, relevances)`.
+
+        Raises:
+            ExplainError: a bad argument, or a model changed after compiling; NonFiniteError: NaN/inf in the
+            attribution (naming the first node where they appear), unless on_nonfinite says otherwise.
+        """
+        self._check_call(x, reference)
+        t = normalize_target(target, x.shape[0], self._classes)
+        key = GraphKey("explain", keep=normalize_keep(keep, self._graph))
+        args = (x, t) + ((reference,) if self.rules.reference else ())
+        result = self._run(key, *args)
+        self._check_finite(result, x, on_nonfinite, lambda: self._run(GraphKey("explain", keep=True), *args))
+        return result
 
     def propagate(
         self,
         x: torch.Tensor,
         at: str,
         relevance: torch.Tensor,
-        keep: str | None = None,
+        keep: Keep = None,
         reference: torch.Tensor | None = None,
+        *,
+        on_nonfinite: OnNonfinite | None = None,
     ) -> Explanation:
-        """Injects `relevance` at the output of node `at` and propagates it down to the input."""
-        try:
-            self._graph.op(at)
-        except KeyError as e:
-            raise CompileError(str(e.args[0])) from None
-        key = ("propagate", at, keep == "all")
-        gm = self._build(*key)
+        """Injects `relevance` (shaped like node `at`'s output for this batch) at that node's output and
+        propagates it down to the input; `keep`, `reference`, `on_nonfinite` as in `explain`."""
+        if not isinstance(at, str):
+            raise ExplainError(f"at must be a node name (see explainer.nodes), got {type(at).__name__}")
+        (name,) = self._names([at])
+        self._check_call(x, reference)
+        check_relevance(relevance, self._graph.op(name), x.shape[0])
+        key = GraphKey("propagate", at=name, keep=normalize_keep(keep, self._graph))
         args = (x, relevance) + ((reference,) if self.rules.reference else ())
-        out = self._run(gm, *args, key=key)
-        return Explanation(out["output"], out["attribution"], out["relevances"])
+        result = self._run(key, *args)
+        rerun = lambda: self._run(GraphKey("propagate", at=name, keep=True), *args)  # noqa: E731
+        self._check_finite(result, x, on_nonfinite, rerun, injected=relevance)
+        return result
 
+    # ------------------------------------------------------------------------------------ non-finite values
+    def _check_finite(
+        self,
+        result: Explanation,
+        x: torch.Tensor,
+        on_nonfinite: OnNonfinite | None,
+        rerun: Callable[[], Explanation],
+        injected: torch.Tensor | None = None,
+    ) -> None:
+        policy = self.on_nonfinite if on_nonfinite is None else on_nonfinite
+        if policy not in _ON_NONFINITE:
+            raise ExplainError(f"on_nonfinite must be one of {', '.join(_ON_NONFINITE)}; got {policy!r}")
+        if policy == "ignore" or bool(torch.isfinite(result.attribution).all()):
+            return
+        message = self._locate_nonfinite(result.attribution, x, rerun, injected)
+        if policy == "raise":
+            raise NonFiniteError(message)
+        warnings.warn(message, NonFiniteWarning, stacklevel=3)
+
+    def _locate_nonfinite(
+        self, attribution: torch.Tensor, x: torch.Tensor, rerun: Callable[[], Explanation], injected: Any
+    ) -> str:
+        """Names where NaN/inf first appear: the input, the forward pass, the seed or injected relevance, or the
+        relevance pass (the rule of the first node whose relevance is non-finite). Runs the model again."""
+        bad = ~torch.isfinite(attribution.flatten(1)).all(1)
+        samples = bad.nonzero().flatten().tolist()
+        what = "NaN" if bool(torch.isnan(attribution).any()) else "infinite values"
+        head = f"the attribution has {what} in sample(s) {samples[:8]}{' ...' if len(samples) > 8 else ''}"
+        if not bool(torch.isfinite(x).all()):
+            return f"{head}: the input x itself is not finite there"
+        acts = self.activations(x, self.nodes)
+        for op in self._graph.ops:
+            if not bool(torch.isfinite(acts[op.name][1]).all()):
+                return f"{head}: the forward pass first overflows at node {op.name} (kind {op.kind}, {op.target})"
+        if injected is not None and not bool(torch.isfinite(injected).all()):
+            return f"{head}: the injected relevance is not finite"
+        kept = rerun().relevances
+        consumers = self._graph.consumers()
+        for op in reversed(self._graph.ops):
+            r = kept.get(op.name)
+            values = list(r.values()) if isinstance(r, dict) else [r]
+            if any(isinstance(v, torch.Tensor) and not bool(torch.isfinite(v).all()) for v in values):
+                users = consumers.get(op.out, [])
+                if not users:
+                    return f"{head}: the seed (`init:`) or injected relevance at node {op.name} is not finite"
+                rules = "; ".join(f"node {u.name} ({_rule_where(self.plan.rule_for(u))})" for u in users)
+                return f"{head}: the relevance first becomes non-finite at the output of node {op.name}, computed by the rule of {rules}"
+        firsts = "; ".join(
+            f"node {u.name} ({_rule_where(self.plan.rule_for(u))})" for u in consumers.get(self._graph.input, [])
+        )
+        return f"{head}: the relevance becomes non-finite at the model input, computed by the rule of {firsts} or by `final:`"
+
+    # ---------------------------------------------------------------------------------------------- views
     @property
     def code(self) -> str:
         """The generated Python of the explaining graph (and of its hoisted parameter computations)."""
-        key = ("explain", None, False)
-        code = self._build(*key).code
-        if key in self._caches:
-            code = "# computed once per parameter change:" + self._caches[key].derive.code + code
+        code = self.build(EXPLAIN).code
+        hoisted = self.hoisted_graph(EXPLAIN)
+        if hoisted is not None:
+            code = "# computed once per parameter change:" + hoisted[0].code + code
         return code
 
     @property
@@ -306,6 +530,19 @@ class Explainer(nn.Module):
         return [op.name for op in self._graph.ops]
 
 
+def _rule_where(rule: A.Rule) -> str:
+    pos = rule.pos
+    return f"{pos.path or '<rules>'}:{pos.line}" if pos is not None else "the default rule"
+
+
+def _reference_value(lw: Lowering, n: fx.Node) -> Any:
+    """`x0`/`y0` in `init:`/`final:`: a value of the reference forward pass."""
+    ref = lw.envs["ref"]
+    if not ref:
+        raise error_at(lw.em.pos, "`x0`/`y0` need a reference pass: add `reference: zeros` (or input) to the file")
+    return ref[n]
+
+
 def compile(
     model: nn.Module,
     rules: str | Path | A.RuleFile,
@@ -317,6 +554,7 @@ def compile(
     fitted: str | Path | dict | None = None,
     cache_parameters: bool = False,
     input_bounds: tuple[Any, Any] | None = None,
+    on_nonfinite: OnNonfinite = "raise",
     **params: Any,
 ) -> Explainer:
     """Compiles `model` + a rule file (library name, path, or loaded RuleFile) into an `Explainer`.
@@ -326,18 +564,34 @@ def compile(
     weights alone (w.pos, folded BatchNorm, ...) once, and again only when a parameter's storage or version
     changes (in-place edits through `.data` are invisible to versions: call `explainer.refresh()` then).
     `input_bounds=(lo, hi)` (scalars or one value per channel) declares the range of the model input for the
-    static analysis (`rulelang.analysis.static`). Fails closed when a node of the model matches no rule.
+    static analysis (`rulelang.analysis.static`). `on_nonfinite` ("raise", "warn", "ignore") says what a call
+    does when the attribution holds NaN/inf. Fails closed when a node of the model matches no rule, when the
+    model has forward hooks, and when a rule body returns relevance of the wrong shape (at that rule's line).
     """
     from ..lang.loader import load
 
+    if on_nonfinite not in _ON_NONFINITE:
+        raise ExplainError(f"on_nonfinite must be one of {', '.join(_ON_NONFINITE)}; got {on_nonfinite!r}")
     if isinstance(rules, A.RuleFile):
         rf = load(rules.path, **params) if params and rules.path else rules
     else:
         rf = load(rules, **params)
+    if isinstance(model, nn.Module):
+        check_no_hooks(model)
+        check_example_input(example_input, model)
     gm = trace(model, example_input, leaf_modules)
     graph = build_opgraph(gm, fold_batchnorm=fold_batchnorm)
     plan = match(graph, rf)
-    explainer = Explainer(graph, plan, rf, cache_parameters=cache_parameters, input_bounds=input_bounds)
+    source = Source(model, example_input.detach(), tuple(leaf_modules), fold_batchnorm, check)
+    explainer = Explainer(
+        graph,
+        plan,
+        rf,
+        cache_parameters=cache_parameters,
+        input_bounds=input_bounds,
+        on_nonfinite=on_nonfinite,
+        source=source,
+    )
     if fitted is not None:
         if isinstance(fitted, dict):
             explainer.set_fitted(fitted)

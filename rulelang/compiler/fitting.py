@@ -1,146 +1,138 @@
-"""Statistics fitted from data in one pass (`fit:` in a rule file): PatternNet's signal patterns.
+"""`rulelang.fit`: estimates a rule file's `fit:` statistics (PatternNet's signal patterns) in one pass over data.
 
-The `linear` and `relu` estimators of Kindermans et al. (2018) as iNNvestigate computes them: per output
-unit j of a dense/conv layer, with y = w·x (no bias) and a mask m_j (all ones for `linear`; for `relu` the
-following ReLU's output > 0, or ones when no ReLU follows),
-
-    cov_j = E_m[x y_j] - E_m[x] E[y_j],      a_j = cov_j / (w_j · cov_j)
-
-where E_m averages over the masked samples (conv: every spatial position is a sample) and E over all.
+Drives `fitstats.PatternStats` through the explainer's public surface only: `fit_targets()`, `graph`,
+`node_parameters`, `activations` and `layer_function`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from pathlib import Path
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..errors import CompileError, RulelangError
-from ..graph.ir import Op
+from ..errors import RulelangError
+from .explainer import Explainer
+from .explainer import compile as compile_
+from .fitstats import PatternStats, load_fitted, save_fitted
+
+__all__ = ["batches_of", "fit", "load_fitted", "save_fitted"]
 
 
-class _Stats:
-    """Running sums for one (fitted name, op)."""
-
-    def __init__(self, weight: torch.Tensor) -> None:
-        out, d = weight.shape[0], weight[0].numel()
-        self.w = weight.reshape(out, d).double()
-        self.count = torch.zeros(out, dtype=torch.float64)
-        self.sx = torch.zeros(out, d, dtype=torch.float64)
-        self.sxy = torch.zeros(out, d, dtype=torch.float64)
-        self.sy = torch.zeros(out, dtype=torch.float64)
-        self.n = 0
-
-    def update(self, x: torch.Tensor, mask: torch.Tensor) -> None:
-        """x: (samples, d) inputs; mask: (samples, out) booleans."""
-        x = x.double()
-        y = x @ self.w.T
-        m = mask.double()
-        self.count += m.sum(0)
-        self.sx += m.T @ x
-        self.sxy += (m * y).T @ x
-        self.sy += y.sum(0)
-        self.n += x.shape[0]
-
-    def pattern(self, shape: torch.Size) -> torch.Tensor:
-        count = self.count.clamp_min(1)[:, None]
-        cov = self.sxy / count - (self.sx / count) * (self.sy / max(self.n, 1))[:, None]
-        denom = (self.w * cov).sum(1, keepdim=True)
-        a = torch.where(denom.abs() > 1e-30, cov / torch.where(denom == 0, 1.0, denom), torch.zeros_like(cov))
-        return a.reshape(shape)
+def _describe(obj: Any) -> str:
+    if isinstance(obj, torch.Tensor):
+        return f"a {obj.dtype} tensor of shape {tuple(obj.shape)}"
+    if isinstance(obj, dict):
+        return f"a dict with keys {sorted(map(str, obj))[:5]}"
+    if isinstance(obj, (tuple, list)):
+        return f"a {type(obj).__name__} of {len(obj)} ({', '.join(type(v).__name__ for v in obj[:3])}...)"
+    return f"a {type(obj).__name__}"
 
 
-def _samples(op: Op, x: torch.Tensor, z: torch.Tensor, hyper: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(samples, d) layer inputs and (samples, out) outputs of a dense or conv op."""
-    if op.kind == "dense":
-        return x.reshape(-1, x.shape[-1]), z.reshape(-1, z.shape[-1])
-    if hyper["dim"] != 2 or hyper["groups"] != 1 or isinstance(hyper["padding"], str):
-        raise CompileError(
-            f"fitting patterns supports 2-d convolutions with groups=1 and numeric padding; node "
-            f"{op.name} has {hyper['dim']}-d, groups={hyper['groups']}, padding={hyper['padding']!r}"
+def _input_of(batch: Any, where: str) -> torch.Tensor:
+    """The input tensor of one batch: the batch itself, or the first element of an (input, label, ...) pair."""
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
+        return batch[0]
+    raise RulelangError(
+        f"rulelang.fit: {where} is {_describe(batch)}; expected an input tensor or an (input, label) pair "
+        "whose first element is the input tensor"
+    )
+
+
+def batches_of(data: Any) -> Iterator[torch.Tensor]:
+    """The input batches of `data`: one tensor (one batch), one `(x, y)` batch, or an iterable (list, DataLoader)
+    of tensors or `(x, y)` pairs. A tuple/list of two tensors whose second is 1-d with the first's batch size,
+    or of integer dtype, is read as one `(x, y)` batch; otherwise as a list of batches."""
+    if isinstance(data, torch.Tensor):
+        yield data
+        return
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(v, torch.Tensor) for v in data):
+        x, y = data
+        if not y.is_floating_point() or (y.dim() <= 1 and x.dim() > 1 and len(y) == len(x)):
+            yield x
+            return
+    if isinstance(data, (str, bytes, dict)) or not isinstance(data, Iterable):
+        raise RulelangError(
+            f"rulelang.fit: data is {_describe(data)}; expected a tensor (one batch), an (x, y) batch, or an "
+            "iterable of batches (a list or a DataLoader yielding tensors or (x, y) pairs)"
         )
-    k = hyper["kernel"]
-    cols = F.unfold(x, k, dilation=hyper["dilation"], padding=hyper["padding"], stride=hyper["stride"])
-    return cols.transpose(1, 2).reshape(-1, cols.shape[1]), z.flatten(2).transpose(1, 2).reshape(-1, z.shape[1])
+    for k, batch in enumerate(data):
+        yield _input_of(batch, f"batch {k} of data")
 
 
 def fit(
     explainer_or_rules: Any,
     model: Any = None,
-    data: Iterable[Any] | None = None,
+    data: Any = None,
     *,
     max_batches: int | None = None,
     progress: bool = True,
     **params: Any,
-):
+) -> Explainer:
     """Estimates the rule file's `fit:` statistics in one pass over `data` and returns the explainer.
 
-    `rulelang.fit(explainer, data)` or `rulelang.fit("pattern-net", model, data)`; `data` yields input
-    tensors or (input, label) pairs.
-    """
-    from .explainer import Explainer
-    from .explainer import compile as compile_
+    Args:
+        explainer_or_rules: a compiled Explainer, or a rule file (name, path, RuleFile) to compile `model` with.
+        model: the model (with a rule file), or the data (with an explainer: `fit(explainer, data)`).
+        data: a tensor (one batch), an `(x, y)` batch, or an iterable / DataLoader of tensors or `(x, y)` pairs.
+        max_batches: use at most this many batches.
+        progress: show a progress bar.
+        params: rule-file parameter overrides (when compiling).
 
+    Returns:
+        The explainer, with the statistics installed (`explainer.save_fitted(path)` keeps them).
+
+    Raises:
+        RulelangError: unusable data (the message says what it got), or a rule file without `fit:`.
+    """
     if isinstance(explainer_or_rules, Explainer):
         explainer = explainer_or_rules
         if data is None and not isinstance(model, torch.nn.Module):
             data, model = model, None
+        if data is None:
+            raise RulelangError("rulelang.fit needs data: a tensor, an (x, y) batch, or an iterable of batches")
+        inputs = batches_of(data)
     else:
         if not isinstance(model, torch.nn.Module) or data is None:
             raise RulelangError("usage: rulelang.fit(explainer, data) or rulelang.fit(rules, model, data)")
-        first = _first_input(data)
+        inputs = batches_of(data)
+        first = next(inputs, None)
+        if first is None:
+            raise RulelangError("rulelang.fit got empty data")
         explainer = compile_(model, explainer_or_rules, example_input=first, **params)
-    if data is None:
-        raise RulelangError("rulelang.fit needs data: an iterable of input tensors or (input, label) pairs")
+        inputs = _chain(first, inputs)
     specs = explainer.fit_targets()
     if not specs:
         raise RulelangError(f"rule file {explainer.rules.name!r} declares nothing to fit (no `fit:` section)")
     ops = {op.name: op for _, op in specs}
-    weights = explainer._eager_params(list(ops))
-    hypers = {name: explainer._hyper(op) for name, op in ops.items()}
-    relu_after = explainer._followed_by_relu()
-    stats = {(f.name, op.name): _Stats(weights[op.name]["w"]) for f, op in specs}
-    batches = list(data) if max_batches is None else [b for b, _ in zip(data, range(max_batches))]
-    for batch in tqdm(batches, desc=f"fitting {explainer.rules.name}", disable=not progress, leave=False):
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        acts = explainer._activations(x, list(ops))
+    weights = explainer.node_parameters(list(ops))
+    layers = {name: explainer.layer_function(name) for name in ops}
+    consumers = explainer.graph.consumers()
+    relu_after = {name: any(u.kind == "relu" for u in consumers.get(op.out, [])) for name, op in ops.items()}
+    stats = {
+        (f.name, op.name): PatternStats(weights[op.name]["w"], unit_dim=1 if op.kind == "conv" else -1)
+        for f, op in specs
+    }
+    if max_batches is not None:
+        inputs = (b for b, _ in zip(inputs, range(max_batches)))
+    seen = 0
+    for x in tqdm(inputs, desc=f"fitting {explainer.rules.name}", disable=not progress, leave=False):
+        seen += 1
+        acts = explainer.activations(x, list(ops))
         for f, op in specs:
             xin, z = acts[op.name]
-            xs, zs = _samples(op, xin, z, hypers[op.name])
-            if f.estimator == "relu" and relu_after.get(op.name, False):
-                mask = zs > 0
-            else:
-                mask = torch.ones_like(zs, dtype=torch.bool)
-            stats[(f.name, op.name)].update(xs, mask)
-    fitted = {key: s.pattern(weights[key[1]]["w"].shape).to(weights[key[1]]["w"].dtype) for key, s in stats.items()}
+            mask = (z > 0) if f.estimator == "relu" and relu_after[op.name] else None
+            stats[(f.name, op.name)].update(layers[op.name], xin, mask)
+    if not seen:
+        raise RulelangError("rulelang.fit got empty data")
+    fitted = {key: s.pattern().to(weights[key[1]]["w"].dtype) for key, s in stats.items()}
     explainer.set_fitted(fitted)
     return explainer
 
 
-def _first_input(data: Iterable[Any]) -> torch.Tensor:
-    for batch in data:
-        return batch[0] if isinstance(batch, (tuple, list)) else batch
-    raise RulelangError("rulelang.fit got empty data")
-
-
-def save_fitted(fitted: dict[tuple[str, str], torch.Tensor], rules: str, path: str | Path) -> None:
-    torch.save(
-        {"rulelang_fit": 1, "rules": rules, "fitted": {f"{k[0]}/{k[1]}": v.detach().cpu() for k, v in fitted.items()}},
-        path,
-    )
-
-
-def load_fitted(path: str | Path) -> dict[tuple[str, str], torch.Tensor]:
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise RulelangError(f"fitted statistics file not found: {path}") from None
-    except Exception as e:
-        raise RulelangError(f"cannot read fitted statistics from {path}: {e}") from None
-    if not isinstance(blob, dict) or blob.get("rulelang_fit") != 1:
-        raise RulelangError(f"{path} is not a rulelang fitted-statistics file (save one with explainer.save_fitted)")
-    return {tuple(k.split("/", 1)): v for k, v in blob["fitted"].items()}  # type: ignore[misc]
+def _chain(first: torch.Tensor, rest: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
+    yield first
+    yield from rest

@@ -7,13 +7,15 @@ propagation runs on meta tensors, so no buffer (e.g. BatchNorm statistics) is to
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
 import torch.fx as fx
-from torch.fx.passes.shape_prop import ShapeProp
+from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
-from ..errors import CompileError
+from ..errors import CompileError, ModelError
 
 LeafSpec = Iterable[type | str]
 
@@ -60,7 +62,7 @@ def trace(model: torch.nn.Module, example_input: torch.Tensor, leaf_modules: Lea
             gm = model
         else:
             try:
-                graph = _Tracer(leaf_modules).trace(model)
+                graph = _Tracer(leaf_modules).trace(model, concrete_args=_defaulted_args(model))
             except Exception as e:  # fx raises many types; all mean "cannot be traced symbolically"
                 raise CompileError(
                     f"torch.fx cannot trace {type(model).__name__}: {type(e).__name__}: {e}\n"
@@ -69,10 +71,65 @@ def trace(model: torch.nn.Module, example_input: torch.Tensor, leaf_modules: Lea
                     "treated as one op, rewrite the branch with torch.where, or pass a torch.fx.GraphModule you "
                     "built yourself."
                 ) from None
+            _drop_defaulted_inputs(graph)
             gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
         _check_io(gm)
         _propagate_shapes(gm, example_input)
     return gm
+
+
+_SIMPLE_DEFAULTS = (type(None), bool, int, float, str)
+
+
+def _defaulted_args(model: torch.nn.Module) -> dict[str, Any] | None:
+    """The forward's optional arguments after the first (`attn_mask=None`, `is_causal=False`) at their defaults:
+    they are settings of the call, not inputs to explain (fx would make each one a graph input)."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    out = {
+        p.name: p.default
+        for p in params[1:]
+        if p.default is not inspect.Parameter.empty
+        and isinstance(p.default, _SIMPLE_DEFAULTS)
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    return out or None
+
+
+def _drop_defaulted_inputs(graph: fx.Graph) -> None:
+    """Removes the inputs fx keeps for arguments fixed at their defaults (with the asserts guarding them) and
+    unused `*args` / `**kwargs` inputs, so that the model input is the only placeholder left."""
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    for p in placeholders[1:]:
+        if len(p.args) != 1 and not str(p.target).startswith("*"):
+            continue  # no default value: a real second input (reported by _check_io)
+        dependent = _dependents(p)
+        if all(_is_guard(n) for n in dependent):
+            for n in reversed(list(graph.nodes)):
+                if n in dependent:
+                    graph.erase_node(n)
+            graph.erase_node(p)
+
+
+def _dependents(p: fx.Node) -> set[fx.Node]:
+    out: set[fx.Node] = set()
+    todo = list(p.users)
+    while todo:
+        n = todo.pop()
+        if n not in out:
+            out.add(n)
+            todo.extend(n.users)
+    return out
+
+
+def _is_guard(n: fx.Node) -> bool:
+    """The nodes fx's concrete_args adds: `x == default`, `torch._assert(...)`, `_assert_is_none(...)`."""
+    import operator
+
+    name = getattr(n.target, "__name__", "")
+    return n.op == "call_function" and (n.target is operator.eq or name in ("_assert", "_assert_is_none"))
 
 
 def _check_io(gm: fx.GraphModule) -> None:
@@ -104,19 +161,43 @@ def _propagate_shapes(gm: fx.GraphModule, example_input: torch.Tensor) -> None:
             ShapeProp(gm).propagate(meta_input)
     except Exception:
         # some ops have no meta kernel: fall back to a real run on the example input (eval mode, no grad)
-        with torch.no_grad():
-            ShapeProp(gm).propagate(example_input.detach())
+        try:
+            with torch.no_grad():
+                ShapeProp(gm).propagate(example_input.detach())
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise ModelError(
+                f"the model cannot run on example_input of shape {tuple(example_input.shape)} "
+                f"({example_input.dtype}): {type(e).__name__}: {first}"
+            ) from None
+    for n in gm.graph.nodes:  # integer/boolean tensors (masks, indices) are not activations: see is_tensor_node
+        meta = n.meta.get("tensor_meta")
+        if isinstance(meta, TensorMetadata) and not meta.dtype.is_floating_point:
+            n.meta["nonfloat_tensor_meta"] = n.meta.pop("tensor_meta")
     out = next(n for n in gm.graph.nodes if n.op == "output").args[0]
-    if not _is_tensor_node(out):
-        raise CompileError("the model's output is not a tensor; rulelang explains one output tensor")
+    meta = out.meta.get("tensor_meta", out.meta.get("nonfloat_tensor_meta"))
+    if not isinstance(meta, TensorMetadata):
+        raise ModelError("the model's output is not a tensor; rulelang explains one output tensor")
+    if len(meta.shape) < 2:
+        batch_hint = (
+            f" (example_input {tuple(example_input.shape)} may lack its batch dimension: try x.unsqueeze(0))"
+            if len(meta.shape) == 1 and meta.shape[0] != example_input.shape[0]
+            else ""
+        )
+        raise ModelError(
+            f"the model's output has shape {tuple(meta.shape)}; rulelang explains outputs shaped (batch, classes, "
+            f"...) and `target` indexes dim 1{batch_hint}: wrap the model so that it returns e.g. out.unsqueeze(1)"
+        )
+    if not meta.dtype.is_floating_point:
+        raise ModelError(f"the model's output is a {meta.dtype} tensor; rulelang explains floating-point outputs")
 
 
 def _is_tensor_node(node: fx.Node) -> bool:
-    from torch.fx.passes.shape_prop import TensorMetadata
-
     return isinstance(node.meta.get("tensor_meta"), TensorMetadata)
 
 
 def is_tensor_node(node: fx.Node) -> bool:
-    """Whether shape propagation saw `node` produce one tensor."""
-    return _is_tensor_node(node)
+    """Whether shape propagation saw `node` produce one floating-point tensor: an activation. Integer and boolean
+    tensors (masks such as `h > 0` in `torch.where(h > 0, h, 0.1 * h)`, indices) carry no relevance."""
+    meta = node.meta.get("tensor_meta")
+    return isinstance(meta, TensorMetadata) and meta.dtype.is_floating_point

@@ -12,7 +12,7 @@ from models import FunctionalNet, SmallCNN, randomize_bn
 from torch import nn
 
 import rulelang
-from rulelang.errors import CompileError, RuleError
+from rulelang.errors import CompileError, ExplainError, RuleError
 
 
 def autograd_grad(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
@@ -59,7 +59,7 @@ def test_target_forms(fnet, target) -> None:
 def test_out_of_range_target_is_a_clear_error(fnet) -> None:
     model, x = fnet
     explainer = rulelang.compile(model, "gradient", example_input=x)
-    with pytest.raises(CompileError, match="out of range"):
+    with pytest.raises(ExplainError, match="out of range"):  # a run-time error, not a compile error
         explainer(x, target=5)
 
 
@@ -111,7 +111,7 @@ def test_user_model_is_not_mutated() -> None:
     torch.manual_seed(2)
     model = randomize_bn(FunctionalNet()).double()
     model.train()  # also in training mode: BatchNorm statistics must not move, the flag must stay
-    model.fc.register_forward_hook(lambda m, i, o: None)
+    model.fc.register_full_backward_hook(lambda m, gi, go: None)  # forward hooks are refused (test_bad_inputs)
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
     before = _state(model)
     for rule in ["gradient", "lrp-epsilon"]:
