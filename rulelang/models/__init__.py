@@ -54,6 +54,12 @@ def _digits_resnet():
     return DigitsResNet()
 
 
+def _digits_vgg16():
+    from .digits import DigitsVGG16
+
+    return DigitsVGG16()
+
+
 #: name -> (constructor, info) of the models trained here
 BUILTIN_MODELS: dict[str, tuple[Callable[[], Any], ModelInfo]] = {
     "digits-cnn": (
@@ -76,6 +82,17 @@ BUILTIN_MODELS: dict[str, tuple[Callable[[], Any], ModelInfo]] = {
             "digits-rgb",
             None,
             "ResNet, 6 basic blocks with BatchNorm and functional adds; trained on the RGB digits",
+        ),
+    ),
+    "digits-vgg16": (
+        _digits_vgg16,
+        ModelInfo(
+            "digits-vgg16",
+            (3, 32, 32),
+            10,
+            "digits-rgb",
+            None,
+            "VGG-16 layout (13 conv + 3 dense, no BatchNorm), channels / 4; trained on the RGB digits",
         ),
     ),
 }

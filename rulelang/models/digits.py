@@ -1,4 +1,4 @@
-"""The two built-in networks for the 3×32×32 RGB digits (``rulelang.builtin_data("digits-rgb")``)."""
+"""The built-in networks for the 3×32×32 RGB digits (``rulelang.builtin_data("digits-rgb")``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DigitsCNN", "DigitsResNet", "BasicBlock"]
+__all__ = ["DigitsCNN", "DigitsResNet", "DigitsVGG16", "BasicBlock"]
 
 
 class DigitsCNN(nn.Module):
@@ -109,3 +109,57 @@ class DigitsResNet(nn.Module):
         x = self.layer3(self.layer2(self.layer1(x)))
         x = torch.flatten(self.avgpool(x), 1)
         return self.fc(x)
+
+
+#: VGG-16's configuration "D": 13 convs in 5 blocks, "M" = 2×2 max-pool
+VGG16_LAYOUT = (1, 1, "M", 2, 2, "M", 3, 3, 3, "M", 4, 4, 4, "M", 5, 5, 5, "M")
+
+
+class DigitsVGG16(nn.Module):
+    """VGG-16's layout (13 conv 3×3 'same' + ReLU in 5 blocks, each closed by a 2×2 max-pool; then 3 dense
+    layers), BatchNorm-free like the original, with channels scaled down by 4 (16, 32, 64, 128, 128 instead of
+    64 … 512) and the dense layers by 16 (256 instead of 4096) so it trains on a CPU. 32 → 1 pixel after the 5th
+    pool, so the classifier sees 128 features (torchvision's adaptive 7×7 average pool is dropped).
+    Module names follow torchvision's VGG (``features.*``, ``classifier.*``).
+    """
+
+    def __init__(
+        self,
+        widths: tuple[int, int, int, int, int] = (16, 32, 64, 128, 128),
+        hidden: int = 256,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = in_channels
+        for item in VGG16_LAYOUT:
+            if item == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                w = widths[int(item) - 1]
+                layers += [nn.Conv2d(c, w, 3, padding=1), nn.ReLU()]
+                c = w
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(c, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
+        # Kaiming-normal (fan-in) for every conv and hidden dense layer keeps the signal's scale through 15 ReLU
+        # layers without BatchNorm (torchvision's N(0, 0.01) dense init leaves this depth stuck at chance);
+        # the last layer starts small, zero biases.
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+        nn.init.normal_(self.classifier[-1].weight, 0, 0.01)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
