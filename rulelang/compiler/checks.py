@@ -25,6 +25,10 @@ class ShapeChecker(fx.Interpreter):
     """Runs a graph on meta tensors; maps failures to the rule line that emitted the failing node, and compares
     every rule result (tagged `rule_results` by the lowering) with the shape of the node input it is for."""
 
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__(gm)
+        self.extra_traceback = False  # our errors are one located line, without fx's "While executing ..."
+
     def run_node(self, n: fx.Node) -> Any:
         try:
             value = super().run_node(n)

@@ -267,6 +267,11 @@ class Explainer(nn.Module):
 
     # ------------------------------------------------------------------------------- inspection (public)
     @property
+    def num_classes(self) -> int:
+        """The size of the model output's dim 1: what `target` indexes."""
+        return self._classes
+
+    @property
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """Each node's output shape for the example input (batch first), in execution order."""
         return {op.name: op.shape for op in self._graph.ops}
@@ -369,6 +374,10 @@ class Explainer(nn.Module):
                 "call explainer.refresh() (it traces the model again) or compile again"
             )
         check_input(x, self._example_shape or tuple(x.shape), self.model)
+        if reference is None and self.rules.reference == "input":
+            raise ExplainError(
+                f"rule file {self.rules.name!r} needs a reference input: call explainer(x, target, reference=x0)"
+            )
         if reference is not None:
             if not self.rules.reference:
                 raise ExplainError(f"rule file {self.rules.name!r} takes no reference input (no `reference:`)")
@@ -469,24 +478,27 @@ class Explainer(nn.Module):
         policy = self.on_nonfinite if on_nonfinite is None else on_nonfinite
         if policy not in _ON_NONFINITE:
             raise ExplainError(f"on_nonfinite must be one of {', '.join(_ON_NONFINITE)}; got {policy!r}")
-        if policy == "ignore" or bool(torch.isfinite(result.attribution).all()):
+        if policy == "ignore" or bool(torch.isfinite(result.attribution).all() & torch.isfinite(result.output).all()):
             return
-        message = self._locate_nonfinite(result.attribution, x, rerun, injected)
+        message = self._locate_nonfinite(result, x, rerun, injected)
         if policy == "raise":
             raise NonFiniteError(message)
         warnings.warn(message, NonFiniteWarning, stacklevel=3)
 
     def _locate_nonfinite(
-        self, attribution: torch.Tensor, x: torch.Tensor, rerun: Callable[[], Explanation], injected: Any
+        self, result: Explanation, x: torch.Tensor, rerun: Callable[[], Explanation], injected: Any
     ) -> str:
         """Names where NaN/inf first appear: the input, the forward pass, the seed or injected relevance, or the
         relevance pass (the rule of the first node whose relevance is non-finite). Runs the model again."""
-        bad = ~torch.isfinite(attribution.flatten(1)).all(1)
+        a, y = result.attribution, result.output
+        bad = ~(torch.isfinite(a.flatten(1)).all(1) & torch.isfinite(y.flatten(1)).all(1))
         samples = bad.nonzero().flatten().tolist()
-        what = "NaN" if bool(torch.isnan(attribution).any()) else "infinite values"
-        head = f"the attribution has {what} in sample(s) {samples[:8]}{' ...' if len(samples) > 8 else ''}"
-        if not bool(torch.isfinite(x).all()):
-            return f"{head}: the input x itself is not finite there"
+        which = "attribution" if not bool(torch.isfinite(a).all()) else "model output"
+        what = "NaN" if bool(torch.isnan(a).any() | torch.isnan(y).any()) else "infinite values"
+        head = f"the {which} has {what} in sample(s) {samples[:8]}{' ...' if len(samples) > 8 else ''}"
+        bad_x = (~torch.isfinite(x.flatten(1))).any(1).nonzero().flatten().tolist()
+        if bad_x:
+            return f"{head}: the input x itself has NaN or infinite values in sample(s) {bad_x[:8]}"
         acts = self.activations(x, self.nodes)
         for op in self._graph.ops:
             if not bool(torch.isfinite(acts[op.name][1]).all()):

@@ -17,15 +17,25 @@ from typing import Any
 
 import torch
 
+from .guards import normalize_target
+
 Explainer = Callable[..., torch.Tensor]
 
 
 def _targets(explainer: Any, x: torch.Tensor, target: Any) -> torch.Tensor:
-    """The explained class per sample as a long tensor of shape (batch,); None means the model's argmax at x."""
+    """The explained class per sample as a long tensor of shape (batch,); None means the model's argmax at x.
+
+    Targets are checked like the explainer's own (`guards.normalize_target`): integers only, negative ones
+    counting from the end; anything else is an ExplainError."""
     if target is None:
         return explainer.explain(x, None).output.argmax(1)
-    t = torch.as_tensor(target, device=x.device).long()
-    return t.expand(x.shape[0]).clone() if t.dim() == 0 else t.reshape(x.shape[0])
+    classes = getattr(explainer, "num_classes", None)
+    if classes is None:
+        classes = explainer.explain(x[:1], None).output.shape[1]
+    t = normalize_target(target, x.shape[0], classes)
+    if isinstance(t, int):
+        return torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+    return t.to(x.device).clone()  # type: ignore[union-attr]
 
 
 def _batched(explainer: Explainer, xs: torch.Tensor, ts: torch.Tensor, batch_size: int | None) -> torch.Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import io
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -157,18 +158,20 @@ def _propagate_shapes(gm: fx.GraphModule, example_input: torch.Tensor) -> None:
     }
     meta_input = torch.empty_like(example_input, device="meta")
     try:
-        with torch.nn.utils.stateless._reparametrize_module(gm, meta_state), torch.no_grad():
+        with torch.nn.utils.stateless._reparametrize_module(gm, meta_state), torch.no_grad(), _quiet():
             ShapeProp(gm).propagate(meta_input)
     except Exception:
         # some ops have no meta kernel: fall back to a real run on the example input (eval mode, no grad)
         try:
-            with torch.no_grad():
+            with torch.no_grad(), _quiet():
                 ShapeProp(gm).propagate(example_input.detach())
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            cause = e.__cause__ or e
+            text = str(cause).strip()
+            first = text.splitlines()[0] if text else ""
             raise ModelError(
                 f"the model cannot run on example_input of shape {tuple(example_input.shape)} "
-                f"({example_input.dtype}): {type(e).__name__}: {first}"
+                f"({example_input.dtype}): {type(cause).__name__}: {first} (example_input is one batch, batch first)"
             ) from None
     for n in gm.graph.nodes:  # integer/boolean tensors (masks, indices) are not activations: see is_tensor_node
         meta = n.meta.get("tensor_meta")
@@ -190,6 +193,13 @@ def _propagate_shapes(gm: fx.GraphModule, example_input: torch.Tensor) -> None:
         )
     if not meta.dtype.is_floating_point:
         raise ModelError(f"the model's output is a {meta.dtype} tensor; rulelang explains floating-point outputs")
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Keeps ShapeProp from printing a traceback to stderr when the caller catches the error."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        yield
 
 
 def _is_tensor_node(node: fx.Node) -> bool:
