@@ -1,17 +1,11 @@
 """Semantic checks of a loaded rule file: names, functions and arity, attributes, indexing, per-kind
 availability of `w`/`b`/`i`, use before assignment, and rules that can never match (warnings).
 
-Names visible in each context:
-
-| context    | names |
-|------------|-------|
-| rule body  | x, y, R (or the stream names), w/b (every matchable kind parametric), i and x[i] (some matchable kind multi-input), x0/y0 (with `reference:`), params, defines, fitted names (parametric kinds), earlier locals |
-| `default:` | as a rule body matching every kind (so no w/b; `x[i]` allowed) |
-| `forward:` | x, y, w/b, i, x0/y0, params, defines (no relevance, no `vjp`) |
-| `init:`    | y, target, y0, params, defines |
-| `final:`   | x (the model input), R or the stream names, x0, params, defines |
-
-A `define:` expression is checked where it is used: the names it reads must be visible there.
+The names visible in each context are the table `CONTEXTS` below (one `Context` row per context: rule body,
+`forward:`, `init:`, `final:`). Everywhere: parameters and definitions; in a rule body also its earlier locals.
+`w`/`b` and fitted names exist where every kind the selector can match is parametric, `i`/`x[i]` where some kind
+it can match is multi-input; a `default:` rule is a rule body matching every kind (so no `w`/`b`, `x[i]`
+allowed). A `define:` expression is checked where it is used: the names it reads must be visible there.
 """
 
 from __future__ import annotations
@@ -26,7 +20,7 @@ from .ast import Attr, Block, Call, Expr, Index, Name, Pos, Rule, RuleFile, Sele
 from .builtins import ELEMENTWISE_ATTRS, FUNCTIONS, NODE_FUNCTIONS, arity_text
 from .diagnostics import did_you_mean, error_at
 from .printer import format_selector
-from .selectors import covered_by, possible_kinds
+from .selectors import Coverage, possible_kinds
 from .visit import children, walk
 
 _WB_HINT = (
@@ -43,6 +37,43 @@ class Scope:
     index_ok: bool = False
     wb_ok: bool = False
     where: str = ""  # "rules matching `relu`", "`init:`"
+
+
+@dataclass(frozen=True)
+class Context:
+    """One row of the context table: which built-in names a context sees."""
+
+    base: frozenset[str]  # of x, y, target
+    relevance: bool  # R / the stream names
+    node: bool  # w, b, i, x[i] and fitted names (when the selector's kinds allow them)
+    x0: bool  # with `reference:`
+    y0: bool  # with `reference:`
+    sees: str = ""  # the hint when a name is not visible
+    where: str = ""  # how messages name the context ("" for rule contexts: from the selector)
+
+
+CONTEXTS: dict[str, Context] = {
+    "rule": Context(frozenset({"x", "y"}), relevance=True, node=True, x0=True, y0=True),
+    "forward": Context(frozenset({"x", "y"}), relevance=False, node=True, x0=True, y0=True),
+    "init": Context(
+        frozenset({"y", "target"}),
+        relevance=False,
+        node=False,
+        x0=False,
+        y0=True,
+        sees="`init:` sees y, target, y0, parameters and definitions",
+        where="`init:`",
+    ),
+    "final": Context(
+        frozenset({"x"}),
+        relevance=True,
+        node=False,
+        x0=True,
+        y0=False,
+        sees="`final:` sees x (the model input), the relevance, x0, parameters, definitions",
+        where="`final:`",
+    ),
+}
 
 
 @dataclass
@@ -66,44 +97,35 @@ class _Checker:
 
     # ---------------------------------------------------------------------------------------- scopes
     def scope(self, context: str, match: Selector | None = None, is_default: bool = False) -> Scope:
-        rf = self.rf
+        rf, row = self.rf, CONTEXTS[context]
         kinds = possible_kinds(match) if (match is not None or is_default) else frozenset()
-        where = {"init": "`init:`", "final": "`final:`"}.get(context, "")
-        if context in ("rule", "forward"):
+        where = row.where
+        if row.node:
             where = "the `default:` rule" if is_default else f"rules matching `{format_selector(match)}`"  # type: ignore[arg-type]
-        names = set(self.params) | set(self.defines)
+        names = set(self.params) | set(self.defines) | set(row.base)
         missing: dict[str, tuple[str, str | None]] = {}
         streams = set(rf.streams)
-        relevance = streams if context in ("rule", "final") else set()
-        names |= relevance
+        if row.relevance:
+            names |= streams
         if "R" not in streams:
             missing["R"] = (
                 f"this file has streams {', '.join(f'`{s}`' for s in rf.streams)}: read them by name, not as `R`",
                 None,
             )
-        for s in streams - relevance:
-            missing[s] = (
-                f"relevance `{s}` is not available in {where}",
-                None if context != "forward" else "`forward:` runs in the forward pass",
-            )
-        wb_ok = bool(kinds) and kinds <= K.PARAMETRIC and context in ("rule", "forward")
-        index_ok = bool(kinds & K.MULTI_INPUT) and context in ("rule", "forward")
-        base = {"rule": {"x", "y"}, "forward": {"x", "y"}, "init": {"y", "target"}, "final": {"x"}}[context]
-        names |= base
+        if not row.relevance:
+            hint = "`forward:` runs in the forward pass" if context == "forward" else None
+            missing.update({s: (f"relevance `{s}` is not available in {where}", hint) for s in streams})
         for n in ("x", "y"):
-            if n not in base:
-                missing[n] = (
-                    f"`{n}` is not available in {where}",
-                    "`init:` sees y, target, y0, parameters and definitions"
-                    if context == "init"
-                    else "`final:` sees x (the model input), the relevance, x0, parameters, definitions",
-                )
-        if context != "init":
+            if n not in row.base:
+                missing[n] = (f"`{n}` is not available in {where}", row.sees)
+        if "target" not in row.base:
             missing["target"] = ("`target` is only available in `init:`", None)
+        wb_ok = row.node and bool(kinds) and kinds <= K.PARAMETRIC
+        index_ok = row.node and bool(kinds & K.MULTI_INPUT)
         for n in ("w", "b"):
             if wb_ok:
                 names.add(n)
-            elif context in ("rule", "forward"):
+            elif row.node:
                 missing[n] = (f"`{n}` is not defined for {where}", _WB_HINT)
             else:
                 missing[n] = (f"`{n}` is not available in {where}", None)
@@ -114,7 +136,7 @@ class _Checker:
                 f"`i` is not defined for {where}",
                 "`i` and `x[i]` are for multi-input ops (add, mul, cat, matmul)",
             )
-        for n, visible in (("x0", context != "init"), ("y0", context in ("rule", "forward", "init"))):
+        for n, visible in (("x0", row.x0), ("y0", row.y0)):
             if rf.reference is None:
                 missing[n] = (f"`{n}` needs a reference pass", "declare `reference: zeros` (or `input`, `blur`)")
             elif visible:
@@ -294,7 +316,7 @@ class _Checker:
                 self.err(self.defines[name].pos, f"`{name}` is both a definition and a parameter or fitted name")
 
     def rules(self) -> None:
-        earlier: list[Selector] = []
+        earlier = Coverage()
         for r in self.rf.rules:
             self.rule(r)
             assert r.match is not None
@@ -305,14 +327,14 @@ class _Checker:
                     None,
                     severity="warning",
                 )
-            elif earlier and covered_by(r.match, earlier):
+            elif earlier.shadowed(r.match):
                 self.err(
                     r.match.pos,
                     "this rule can never match: earlier rules already match every node it selects",
                     "rules are tried in order; move it up or narrow the earlier selectors",
                     severity="warning",
                 )
-            earlier.append(r.match)
+            earlier.add(r.match)
         if self.rf.default is not None:
             self.rule(self.rf.default, is_default=True)
 
@@ -324,7 +346,23 @@ class _Checker:
         for _, e in r.forward:
             self.expr(e, fscope)
 
+    def summary_(self) -> None:
+        """`summary:` is required of library files; a user's own file without one gets a warning."""
+        if self.rf.summary:
+            return
+        from . import library
+
+        path = Path(self.rf.path).resolve() if self.rf.path else None
+        in_library = path is not None and any(path.parent == d.resolve() for d in library.rules_dirs())
+        self.err(
+            Pos(1, 1, self.rf.path),
+            "missing `summary:`",
+            "add a one-line `summary:` of the method" + (" (required in the library)" if in_library else ""),
+            severity="error" if in_library else "warning",
+        )
+
     def run(self) -> list[RuleError]:
+        self.summary_()
         self.defines_()
         for f in self.rf.fit:
             if f.name in self.params:

@@ -9,6 +9,7 @@ the exact place in the file.
 from __future__ import annotations
 
 import difflib
+import re
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 
@@ -30,6 +31,14 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     """`did you mean `eps`?` for the closest candidate, or None."""
     best = closest(word, candidates)
     return f"did you mean `{best}`?" if best else None
+
+
+def _line_starts(text: str) -> list[int]:
+    """Offsets at which the lines of `text` start."""
+    return [0] + [m.end() for m in _NEWLINE.finditer(text)] if "\n" in text else [0]
+
+
+_NEWLINE = re.compile("\n")
 
 
 class Located:
@@ -57,7 +66,7 @@ class Located:
         self.col = col
         self.points = points
         self.file_lines = file_lines
-        self._starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
+        self._starts = _line_starts(text)
 
     def linecol(self, offset: int) -> tuple[int, int]:
         offset = max(0, min(offset, len(self.text)))
@@ -67,6 +76,8 @@ class Located:
         return self.line + k, self.col + offset - self._starts[k]
 
     def pos(self, start: int, end: int | None = None) -> Pos:
+        if self.points is None and len(self._starts) == 1 and end is not None and 0 <= start <= end <= len(self.text):
+            return Pos(self.line, self.col + start, self.path, self.line, self.col + end)  # one line: a shift
         line, col = self.linecol(start)
         if end is None:
             return Pos(line, col, self.path)
@@ -92,7 +103,7 @@ class SourceFile:
         self.text = text
         self.path = path
         self.lines = text.split("\n")
-        self._starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
+        self._starts = _line_starts(text)
 
     def linecol(self, offset: int) -> tuple[int, int]:
         k = bisect_right(self._starts, offset) - 1

@@ -7,6 +7,9 @@ bind parameters (keyword overrides), evaluate `require:`, normalise streams, and
 from __future__ import annotations
 
 import math
+import os
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,11 +142,152 @@ def _rule(src: YamlSource, node: yaml.Node, what: str, is_default: bool = False)
     return _RawRule(match, relevance, tuple(forward), src.pos(node))
 
 
+# ----------------------------------------------------------------------------------- one reader per key
+#: A reader takes the file, the key's (key node, value node) and fills its part of the `_Raw`.
+Reader = Callable[[YamlSource, yaml.Node, yaml.Node, _Raw], None]
+#: top-level key -> its reader, in the order the keys are read (so the first error reported is stable).
+READERS: dict[str, Reader] = {}
+
+
+def _reads(key: str) -> Callable[[Reader], Reader]:
+    def register(f: Reader) -> Reader:
+        READERS[key] = f
+        return f
+
+    return register
+
+
+@_reads("rulelang")
+def _read_version(src: YamlSource, knode: yaml.Node, vnode: yaml.Node, raw: _Raw) -> None:
+    if src.integer(vnode, "`rulelang:`") != VERSION:
+        raise src.fail(vnode, f"unsupported rulelang version {vnode.value}", f"this rulelang reads version {VERSION}")
+
+
+@_reads("summary")
+def _read_summary(src: YamlSource, knode: yaml.Node, vnode: yaml.Node, raw: _Raw) -> None:
+    raw.summary = src.string(vnode, "`summary:`")
+
+
+@_reads("name")
+def _read_name(src: YamlSource, knode: yaml.Node, vnode: yaml.Node, raw: _Raw) -> None:
+    raw.name = src.string(vnode, "`name:`")
+
+
+@_reads("references")
+def _read_references(src: YamlSource, knode: yaml.Node, vnode: yaml.Node, raw: _Raw) -> None:
+    raw.references = [src.string(n, "a reference") for n in src.sequence(vnode, "`references:`")]
+
+
+@_reads("params")
+def _read_params(src: YamlSource, knode: yaml.Node, vnode: yaml.Node, raw: _Raw) -> None:
+    for _key, (kn, vn) in src.mapping(vnode, "`params:`").items():
+        name = _identifier(src, kn, "parameter")
+        if isinstance(vn, yaml.SequenceNode):
+            values = [src.number(n, f"parameter `{name}`") for n in vn.value]
+            if not values:
+                raise src.fail(vn, f"parameter `{name}` is an empty list")
+            value: Any = tuple(values)
+        else:
+            value = src.number(vn, f"parameter `{name}`")
+        if any(not math.isfinite(v) for v in (value if isinstance(value, tuple) else (value,))):
+            raise src.fail(vn, f"parameter `{name}` must be finite")
+        raw.params[name] = (value, src.content_pos(vn))
+
+
+@_reads("require")
+def _read_require(src: YamlSource, knode: yaml.Node, vnode: yaml.Node, raw: _Raw) -> None:
+    raw.require = [_expr(src, n, "a requirement") for n in src.sequence(vnode, "`require:`")]
+
+
+@_reads("define")
+def _read_define(src: YamlSource, knode: yaml.Node, vnode: yaml.Node, raw: _Raw) -> None:
+    for key, (kn, vn) in src.mapping(vnode, "`define:`").items():
+        raw.define[_identifier(src, kn, "definition")] = _expr(src, vn, f"definition `{key}`")
+
+
+@_reads("extend")
+def _read_extend(src: YamlSource, knode: yaml.Node, vnode: yaml.Node, raw: _Raw) -> None:
+    raw.extend = (src.string(vnode, "`extend:`"), vnode)
+
+
+@_reads("streams")
+def _read_streams(src: YamlSource, knode: yaml.Node, vnode: yaml.Node, raw: _Raw) -> None:
+    items = src.sequence(vnode, "`streams:`")
+    names = [src.string(n, "a stream name") for n in items]
+    for n in items:
+        if n.value in RESERVED - {DEFAULT_STREAM} or not n.value.isidentifier():
+            raise src.fail(n, f"stream name `{n.value}` is not allowed", "use a new name like `mp`")
+    if not names or len(set(names)) != len(names):
+        raise src.fail(vnode, "`streams:` must list distinct names", content=True)
+    raw.streams = (tuple(names), vnode)
+
+
+@_reads("init")
+def _read_init(src: YamlSource, knode: yaml.Node, vnode: yaml.Node, raw: _Raw) -> None:
+    raw.init = (_body(src, vnode, "`init:`"), src.pos(knode))
+
+
+@_reads("final")
+def _read_final(src: YamlSource, knode: yaml.Node, vnode: yaml.Node, raw: _Raw) -> None:
+    raw.final = _block(src, vnode, "`final:`")
+
+
+def _choice(src: YamlSource, node: yaml.Node, what: str, noun: str, choices: list[str]) -> str:
+    value = src.string(node, what)
+    if value not in choices:
+        hint = did_you_mean(value, choices) or "one of: " + ", ".join(choices)
+        raise src.fail(node, f"unknown {noun} `{value}`", hint, content=True)
+    return value
+
+
+@_reads("reference")
+def _read_reference(src: YamlSource, knode: yaml.Node, vnode: yaml.Node, raw: _Raw) -> None:
+    raw.reference = _choice(src, vnode, "`reference:`", "reference", REFERENCES)
+
+
+@_reads("fit")
+def _read_fit(src: YamlSource, knode: yaml.Node, vnode: yaml.Node, raw: _Raw) -> None:
+    for key, (kn, vn) in src.mapping(vnode, "`fit:`").items():
+        name = _identifier(src, kn, "fitted statistic")
+        spec = src.mapping(vn, f"`fit:` entry `{key}`", ["estimator", "match"])
+        if "estimator" not in spec:
+            raise src.fail(vn, f"`fit:` entry `{key}` has no `estimator:`", "one of: " + ", ".join(ESTIMATORS))
+        est = _choice(src, spec["estimator"][1], "`estimator:`", "estimator", ESTIMATORS)
+        match = _selector(src, spec["match"][1], "`match:`") if "match" in spec else None
+        raw.fit[name] = Fit(name, est, match, src.pos(kn))
+
+
+@_reads("rules")
+def _read_rules(src: YamlSource, knode: yaml.Node, vnode: yaml.Node, raw: _Raw) -> None:
+    raw.rules = [_rule(src, n, f"rule {k + 1}") for k, n in enumerate(src.sequence(vnode, "`rules:`"))]
+
+
+@_reads("default")
+def _read_default(src: YamlSource, knode: yaml.Node, vnode: yaml.Node, raw: _Raw) -> None:
+    raw.default = _rule(src, vnode, "`default:`", is_default=True)
+
+
+@_reads("conserves")
+def _read_conserves(src: YamlSource, knode: yaml.Node, vnode: yaml.Node, raw: _Raw) -> None:
+    value = src.string(vnode, "`conserves:`")
+    if value not in ("true", "false"):
+        raise src.fail(vnode, "`conserves:` must be `true` or `false`", content=True)
+    raw.conserves = value == "true"
+
+
+# ---------------------------------------------------------------------------------------- one file
+#: A rule file has a top-level `rulelang:` key; a file without one is never parsed further nor echoed.
+_RULE_FILE = re.compile(r"""^[ \t]*\{?[ \t]*["']?rulelang["']?[ \t]*:""", re.M)
+
 _CACHE: dict[tuple[str, int, int], _Raw] = {}
 
 
-def _read(path: Path) -> _Raw:
-    """Read one file (cached by path, modification time and size: a shared parent is parsed once)."""
+def _read(path: Path, via: tuple[YamlSource, yaml.Node] | None = None) -> _Raw:
+    """Read one file (cached by path, modification time and size: a shared parent is parsed once).
+
+    `via`: the extending file and its `extend:` node, where errors about a file that cannot be read or is not a
+    rule file are reported (without any of that file's content).
+    """
     try:
         st = path.stat()
         key = (str(path), st.st_mtime_ns, st.st_size)
@@ -152,7 +296,7 @@ def _read(path: Path) -> _Raw:
     if key is not None and key in _CACHE:
         remember_lines(str(path), _CACHE[key].src.lines)
         return _CACHE[key]
-    raw = _read_uncached(path)
+    raw = _read_uncached(path, via)
     if key is not None:
         if len(_CACHE) > 256:
             _CACHE.clear()
@@ -160,133 +304,114 @@ def _read(path: Path) -> _Raw:
     return raw
 
 
-def _read_uncached(path: Path) -> _Raw:
+def _read_text(path: Path, via: tuple[YamlSource, yaml.Node] | None) -> str:
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise RuleError(
-            f"cannot read rule file: {e.strerror if isinstance(e, OSError) else e}", path=str(path)
-        ) from None
-    src = YamlSource(text, str(path))
+    except UnicodeDecodeError:
+        problem = "it is not UTF-8 text"
+    except OSError as e:
+        problem = e.strerror or type(e).__name__
+    else:
+        if via is None and not any(s.strip() and not s.lstrip().startswith("#") for s in text.split("\n")):
+            raise RuleError(
+                "empty rule file",
+                path=str(path),
+                line=1,
+                col=1,
+                hint="a rule file starts with `rulelang: 1`, `summary:` and `rules:`",
+            )
+        if _RULE_FILE.search(text):
+            return text
+        if via is None:
+            raise RuleError(
+                "missing `rulelang:` (the language version): this is not a rule file",
+                path=str(path),
+                line=1,
+                col=1,
+                hint="a rule file starts with `rulelang: 1`, `summary:` and `rules:`",
+            )
+        problem = "it is not a rule file (no top-level `rulelang:` key)"
+    if via is None:
+        raise RuleError(f"cannot read rule file: {problem}", path=str(path))
+    src, node = via
+    raise src.fail(node, f"`extend:` cannot use {path.name}: {problem}", content=True)
+
+
+def _read_uncached(path: Path, via: tuple[YamlSource, yaml.Node] | None = None) -> _Raw:
+    src = YamlSource(_read_text(path, via), str(path))
     remember_lines(str(path), src.lines)
     if src.root is None or (isinstance(src.root, yaml.ScalarNode) and not src.root.value.strip()):
         raise src.error("empty rule file", 1, 1, "a rule file starts with `rulelang: 1`, `summary:` and `rules:`")
     top = src.mapping(src.root, "a rule file", TOP_KEYS)
-    raw = _Raw(path, src, src.pos(src.root), name=path.stem)
     if "rulelang" not in top:
         raise src.error("missing `rulelang:` (the language version)", 1, 1, "add `rulelang: 1` at the top")
-    vnode = top["rulelang"][1]
-    if src.integer(vnode, "`rulelang:`") != VERSION:
-        raise src.fail(vnode, f"unsupported rulelang version {vnode.value}", f"this rulelang reads version {VERSION}")
-    if "summary" not in top:
-        raise src.error("missing `summary:`", 1, 1, "add a one-line `summary:` of the method")
-    raw.summary = src.string(top["summary"][1], "`summary:`")
-    if "name" in top:
-        raw.name = src.string(top["name"][1], "`name:`")
-    if "references" in top:
-        raw.references = [src.string(n, "a reference") for n in src.sequence(top["references"][1], "`references:`")]
-    if "params" in top:
-        for _key, (kn, vn) in src.mapping(top["params"][1], "`params:`").items():
-            name = _identifier(src, kn, "parameter")
-            if isinstance(vn, yaml.SequenceNode):
-                values = [src.number(n, f"parameter `{name}`") for n in vn.value]
-                if not values:
-                    raise src.fail(vn, f"parameter `{name}` is an empty list")
-                value: Any = tuple(values)
-            else:
-                value = src.number(vn, f"parameter `{name}`")
-            if any(not math.isfinite(v) for v in (value if isinstance(value, tuple) else (value,))):
-                raise src.fail(vn, f"parameter `{name}` must be finite")
-            raw.params[name] = (value, src.content_pos(vn))
-    if "require" in top:
-        raw.require = [_expr(src, n, "a requirement") for n in src.sequence(top["require"][1], "`require:`")]
-    if "define" in top:
-        for key, (kn, vn) in src.mapping(top["define"][1], "`define:`").items():
-            raw.define[_identifier(src, kn, "definition")] = _expr(src, vn, f"definition `{key}`")
-    if "extend" in top:
-        raw.extend = (src.string(top["extend"][1], "`extend:`"), top["extend"][1])
-    if "streams" in top:
-        snode = top["streams"][1]
-        names = [src.string(n, "a stream name") for n in src.sequence(snode, "`streams:`")]
-        for n in src.sequence(snode, "`streams:`"):
-            if n.value in RESERVED - {DEFAULT_STREAM} or not n.value.isidentifier():
-                raise src.fail(n, f"stream name `{n.value}` is not allowed", "use a new name like `mp`")
-        if not names or len(set(names)) != len(names):
-            raise src.fail(snode, "`streams:` must list distinct names", content=True)
-        raw.streams = (tuple(names), snode)
-    if "init" in top:
-        raw.init = (_body(src, top["init"][1], "`init:`"), src.pos(top["init"][0]))
-    if "final" in top:
-        raw.final = _block(src, top["final"][1], "`final:`")
-    if "reference" in top:
-        ref = src.string(top["reference"][1], "`reference:`")
-        if ref not in REFERENCES:
-            raise src.fail(
-                top["reference"][1],
-                f"unknown reference `{ref}`",
-                did_you_mean(ref, REFERENCES) or "one of: " + ", ".join(REFERENCES),
-                content=True,
-            )
-        raw.reference = ref
-    if "fit" in top:
-        for key, (kn, vn) in src.mapping(top["fit"][1], "`fit:`").items():
-            name = _identifier(src, kn, "fitted statistic")
-            spec = src.mapping(vn, f"`fit:` entry `{key}`", ["estimator", "match"])
-            if "estimator" not in spec:
-                raise src.fail(vn, f"`fit:` entry `{key}` has no `estimator:`", "one of: " + ", ".join(ESTIMATORS))
-            est_node = spec["estimator"][1]
-            est = src.string(est_node, "`estimator:`")
-            if est not in ESTIMATORS:
-                raise src.fail(
-                    est_node,
-                    f"unknown estimator `{est}`",
-                    did_you_mean(est, ESTIMATORS) or "one of: " + ", ".join(ESTIMATORS),
-                    content=True,
-                )
-            match = _selector(src, spec["match"][1], "`match:`") if "match" in spec else None
-            raw.fit[name] = Fit(name, est, match, src.pos(kn))
-    if "rules" in top:
-        items = src.sequence(top["rules"][1], "`rules:`")
-        raw.rules = [_rule(src, n, f"rule {k + 1}") for k, n in enumerate(items)]
-    if "default" in top:
-        raw.default = _rule(src, top["default"][1], "`default:`", is_default=True)
-    if "conserves" in top:
-        node = top["conserves"][1]
-        value = src.string(node, "`conserves:`")
-        if value not in ("true", "false"):
-            raise src.fail(node, "`conserves:` must be `true` or `false`", content=True)
-        raw.conserves = value == "true"
+    raw = _Raw(path, src, src.pos(src.root), name=path.stem)
+    for key, reader in READERS.items():
+        if key in top:
+            reader(src, *top[key], raw)
     return raw
 
 
-# ---------------------------------------------------------------------------------------- extend chain
-def _resolve_extend(child: _Raw) -> Path:
+# ---------------------------------------------------------------------------------------- rule path
+def _env_path() -> list[Path]:
+    return [Path(p) for p in os.environ.get("RULELANG_PATH", "").split(os.pathsep) if p.strip()]
+
+
+def rule_path(top: Path, search_path: Sequence[str | Path] = ()) -> list[Path]:
+    """The folders `extend:` may read from when loading `top`: its own folder tree, the folders the caller
+    adds (`search_path`, then `$RULELANG_PATH`), and the library. Symlinks resolved."""
+    roots = [top.parent.resolve(), top.resolve().parent]
+    roots += [Path(p).expanduser().resolve() for p in [*search_path, *_env_path()]]
+    roots += [d.resolve() for d in library.rules_dirs()]
+    return list(dict.fromkeys(roots))
+
+
+def _inside(path: Path, roots: Sequence[Path]) -> bool:
+    return any(path == r or path.is_relative_to(r) for r in roots)
+
+
+def _resolve_extend(child: _Raw, roots: Sequence[Path], extra: Sequence[Path]) -> Path:
     value, node = child.extend  # type: ignore[misc]
+    src = child.src
+    outside = (
+        "`extend:` reads only the extending file's folder tree, the library, and folders added with "
+        "`load(..., search_path=[...])` or $RULELANG_PATH"
+    )
     if library.looks_like_path(value):
-        target = (child.path.parent / value).resolve()
+        if "\x00" in value:
+            raise src.fail(node, "`extend:` path contains a NUL character", content=True)
+        target = (child.path.parent / Path(value).expanduser()).resolve()
+        if not _inside(target, roots):
+            raise src.fail(node, f"`extend:` path {value} is outside the rule path", outside, content=True)
         if not target.is_file():
-            raise child.src.fail(node, f"`extend:` file not found: {value}", f"looked for {target}", content=True)
+            raise src.fail(node, f"`extend:` file not found: {value}", f"looked for {target}", content=True)
         return target
-    for suffix in library.SUFFIXES:
-        sibling = child.path.parent / f"{value}{suffix}"
-        if sibling.is_file():
-            return sibling.resolve()
+    for folder in [child.path.parent, *extra]:
+        for suffix in library.SUFFIXES:
+            candidate = folder / f"{value}{suffix}"
+            if candidate.is_file():
+                target = candidate.resolve()
+                if not _inside(target, roots):
+                    raise src.fail(node, f"`extend:` {value} links outside the rule path", outside, content=True)
+                return target
     try:
         return library.find_rule(value).resolve()
     except RuleError as e:
-        raise child.src.fail(node, f"`extend:` names an unknown rule file `{value}`", e.hint, content=True) from None
+        raise src.fail(node, f"`extend:` names an unknown rule file `{value}`", e.hint, content=True) from None
 
 
-def _chain(path: Path) -> list[_Raw]:
+def _chain(path: Path, search_path: Sequence[str | Path] = ()) -> list[_Raw]:
+    roots = rule_path(path, search_path)
+    extra = [Path(p).expanduser() for p in [*search_path, *_env_path()]]
     chain = [_read(path)]
     seen = [path.resolve()]
     while chain[-1].extend is not None:
-        parent = _resolve_extend(chain[-1])
+        parent = _resolve_extend(chain[-1], roots, extra)
         if parent in seen:
             names = " -> ".join(p.name for p in seen + [parent])
             raise chain[-1].src.fail(chain[-1].extend[1], f"`extend:` cycle: {names}", content=True)
         seen.append(parent)
-        chain.append(_read(parent))
+        chain.append(_read(parent, via=(chain[-1].src, chain[-1].extend[1])))
     return chain
 
 
@@ -395,30 +520,48 @@ def _merge(chain: list[_Raw], overrides: dict[str, Any]) -> RuleFile:
 
 
 # ---------------------------------------------------------------------------------------------- public
-def resolve_path(name_or_path: str | Path) -> Path:
-    """A library name or a file path -> the file's path (RuleError if there is none)."""
+def resolve_path(name_or_path: str | Path, search_path: Sequence[str | Path] = ()) -> Path:
+    """A library name or a file path -> the file's path (RuleError if there is none).
+
+    A name is looked up in `search_path`, then `$RULELANG_PATH`, then the library; a missing `.yaml` path whose
+    stem is a library name says so.
+    """
     if library.looks_like_path(name_or_path):
         path = Path(name_or_path)
-        if not path.is_file():
-            raise RuleError(f"rule file not found: {path}", hint="give a path to a .yaml file or a library name")
-        return path
-    return library.find_rule(str(name_or_path))
+        if path.is_file():
+            return path
+        stem = path.name.rsplit(".", 1)[0] if path.name.endswith(library.SUFFIXES) else path.name
+        names = library.list_rules()
+        if stem in names:
+            hint = f"did you mean the library rule `{stem}`? (library rules are named without `.yaml`)"
+        else:
+            hint = did_you_mean(stem, names) or "give a path to a .yaml file or a library name"
+            hint = hint.replace("did you mean `", "did you mean the library rule `")
+        raise RuleError(f"rule file not found: {path}", hint=hint)
+    name = str(name_or_path)
+    for folder in [*search_path, *_env_path()]:
+        for suffix in library.SUFFIXES:
+            candidate = Path(folder).expanduser() / f"{name}{suffix}"
+            if candidate.is_file():
+                return candidate
+    return library.find_rule(name)
 
 
-def load_unchecked(name_or_path: str | Path, **params: Any) -> RuleFile:
+def load_unchecked(name_or_path: str | Path, *, search_path: Sequence[str | Path] = (), **params: Any) -> RuleFile:
     """Read, resolve `extend:`, bind parameters and check `require:`, without the semantic checks."""
-    return _merge(_chain(resolve_path(name_or_path)), params)
+    return _merge(_chain(resolve_path(name_or_path, search_path), search_path), params)
 
 
-def load(name_or_path: str | Path, **params: Any) -> RuleFile:
+def load(name_or_path: str | Path, *, search_path: Sequence[str | Path] = (), **params: Any) -> RuleFile:
     """Load a rule file by library name or path, with parameters overridden by keyword.
 
-    Raises the first `RuleError` (syntax, structure, unknown names, arity, `require:` ...); warnings are
-    not raised (see `checker.check`).
+    `extend:` reads only the loaded file's own folder tree, the library, and the folders in `search_path` and
+    `$RULELANG_PATH` (`os.pathsep`-separated); names are also looked up there. Raises the first `RuleError`
+    (syntax, structure, unknown names, arity, `require:` ...); warnings are not raised (see `checker.check`).
     """
     from .checker import check  # the checker imports nothing from here at import time
 
-    rf = load_unchecked(name_or_path, **params)
+    rf = load_unchecked(name_or_path, search_path=search_path, **params)
     for problem in check(rf):
         if problem.severity == "error":
             raise problem

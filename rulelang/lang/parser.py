@@ -8,10 +8,11 @@ AST node's `pos` is a file position; syntax errors are `RuleError`s with a human
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
-from lark import Lark, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 
 from ..errors import RuleError
@@ -31,6 +32,7 @@ from .ast import (
     Not,
     Num,
     Or,
+    Pos,
     Position,
     Selector,
     Unary,
@@ -248,18 +250,115 @@ def _strip_comments(text: str) -> str:
     return "\n".join(line.split("#", 1)[0] for line in text.split("\n"))
 
 
+#: The deepest nesting an expression or selector may have (operators, calls, attributes, brackets): far beyond
+#: any real rule, and shallow enough that every recursive pass over the AST (checker, printer, compiler) is safe.
+MAX_DEPTH = 100
+
+
+def _too_deep(tree: Tree) -> int | None:
+    """The offset (in the parsed piece) of the first subtree nested deeper than `MAX_DEPTH`, or None (iterative,
+    so any depth is measured safely before the recursive transformer runs)."""
+    stack: list[tuple[Tree | Token, int]] = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, Tree):
+            continue
+        if depth > MAX_DEPTH:
+            return node.meta.start_pos if not node.meta.empty else 0
+        stack.extend((c, depth + 1) for c in reversed(node.children))  # leftmost first
+    return None
+
+
 def _parse(loc: Located, start: int, end: int, rule: str, what: str):  # type: ignore[no-untyped-def]
     piece = loc.text[start:end]
     try:
         tree = lark_parser().parse(piece, start=rule)
     except UnexpectedInput as e:
         raise _syntax_error(e, loc, start, piece, what) from None
+    except RecursionError:  # not expected of the LALR parser; kept as a backstop
+        raise loc.error(f"{what} too deep", start, "split it into named steps (`a = ...` lines)") from None
+    offset = _too_deep(tree)
+    if offset is not None:
+        raise loc.error(
+            f"{what} too deep: more than {MAX_DEPTH} levels of nesting",
+            start + offset,
+            "split it into named steps (`a = ...` lines)",
+        )
     try:
         return _ToAst(loc, start).transform(tree)
     except VisitError as e:
         if isinstance(e.orig_exc, RuleError):
             raise e.orig_exc from None
         raise
+
+
+class _Offsets(Located):
+    """A `Located` whose positions are offsets in its text: `Pos(0, start, None, 0, end)` (see `_cached_ast`)."""
+
+    def linecol(self, offset: int) -> tuple[int, int]:
+        return 0, offset
+
+    def pos(self, start: int, end: int | None = None) -> Pos:
+        return Pos(0, start, None, 0, start if end is None else end)
+
+
+#: (text, start symbol) -> its AST with offset positions; a large generated file repeats the same few texts.
+_ASTS: dict[tuple[str, str], object] = {}
+
+
+def _cached_ast(loc: Located, start: int, end: int, rule: str, what: str):  # type: ignore[no-untyped-def]
+    """`_parse`, with the AST of each distinct text built once and then only moved to its file position."""
+    piece = loc.text[start:end]
+    key = (piece, rule)
+    ast = _ASTS.get(key)
+    if ast is None:
+        try:
+            ast = _parse(_Offsets(piece), 0, len(piece), rule, what)
+        except RuleError:
+            _parse(loc, start, end, rule, what)  # the same error, at its file position
+            raise
+        if len(_ASTS) > 4096:
+            _ASTS.clear()
+        _ASTS[key] = ast
+    return _relocate(ast, loc, start)
+
+
+Mover = Callable[[Pos | None], Pos | None]
+
+
+def _relocate(node, loc: Located, base: int):  # type: ignore[no-untyped-def]
+    """A copy of an offset-positioned AST with file positions (offset + `base` in `loc`)."""
+
+    def move(p: Pos | None) -> Pos | None:
+        return None if p is None else loc.pos(base + p.col, base + p.end_col)  # type: ignore[operator]
+
+    return _move(node, move)
+
+
+def _move(n, f: Mover):  # type: ignore[no-untyped-def]
+    return _MOVES[type(n)](n, f)
+
+
+#: AST class -> how to copy one node with moved positions (one line per node type, no reflection: this runs
+#: once per node of every expression of a file)
+_MOVES: dict[type, Callable] = {  # type: ignore[type-arg]
+    Num: lambda n, f: Num(n.value, f(n.pos)),
+    Name: lambda n, f: Name(n.id, f(n.pos)),
+    Attr: lambda n, f: Attr(_move(n.value, f), n.attr, f(n.pos)),
+    Index: lambda n, f: Index(_move(n.value, f), _move(n.index, f), f(n.pos)),
+    Call: lambda n, f: Call(
+        n.func, tuple([_move(a, f) for a in n.args]), tuple([(k, _move(v, f)) for k, v in n.kwargs]), f(n.pos)
+    ),
+    Unary: lambda n, f: Unary(n.op, _move(n.operand, f), f(n.pos)),
+    Binary: lambda n, f: Binary(n.op, _move(n.left, f), _move(n.right, f), f(n.pos)),
+    Assign: lambda n, f: Assign(n.name, _move(n.value, f), f(n.pos)),
+    Kind: lambda n, f: Kind(n.name, f(n.pos)),
+    Position: lambda n, f: Position(n.which, f(n.pos)),
+    NameGlob: lambda n, f: NameGlob(n.pattern, f(n.pos)),
+    And: lambda n, f: And(_move(n.left, f), _move(n.right, f), f(n.pos)),
+    Or: lambda n, f: Or(_move(n.left, f), _move(n.right, f), f(n.pos)),
+    Not: lambda n, f: Not(_move(n.operand, f), f(n.pos)),
+}
 
 
 def _located(text: str, path: str | None, line: int, col: int, located: Located | None) -> Located:
@@ -276,7 +375,7 @@ def parse_expr(
     loc = _located(text, path, line, col, located)
     if not _strip_comments(loc.text).strip():
         raise loc.error("empty expression", 0, "expected an expression")
-    return _parse(loc, 0, len(loc.text), "expr_start", "expression")
+    return _cached_ast(loc, 0, len(loc.text), "expr_start", "expression")
 
 
 def parse_selector(
@@ -286,7 +385,7 @@ def parse_selector(
     loc = _located(text, path, line, col, located)
     if not _strip_comments(loc.text).strip():
         raise loc.error("empty selector", 0, 'expected an op kind, `first`, `last` or `name("glob")`')
-    return _parse(loc, 0, len(loc.text), "sel_start", "selector")
+    return _cached_ast(loc, 0, len(loc.text), "sel_start", "selector")
 
 
 def statements(text: str) -> list[tuple[int, int]]:
@@ -329,7 +428,7 @@ def parse_block(
     spans = statements(loc.text)
     if not spans:
         raise loc.error("empty body", 0, "a body is `name = expr` lines followed by one final expression")
-    parsed = [(_parse(loc, s, e, "stmt_start", "expression"), s) for s, e in spans]
+    parsed = [(_cached_ast(loc, s, e, "stmt_start", "expression"), s) for s, e in spans]
     assigns: list[Assign] = []
     for k, (stmt, s) in enumerate(parsed):
         last = k == len(parsed) - 1

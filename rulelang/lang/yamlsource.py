@@ -58,6 +58,9 @@ class YamlSource(SourceFile):
         value: str = node.value
         start = node.start_mark.index
         raw = self.text[start : node.end_mark.index]
+        if raw == value and "\n" not in value:  # a one-line plain scalar: positions are a shift
+            m = node.start_mark
+            return Located(value, path=self.path, line=m.line + 1, col=m.column + 1, file_lines=self.lines)
         p = 0
         if node.style in ("|", ">"):
             p = raw.find("\n") + 1 if "\n" in raw else len(raw)

@@ -136,7 +136,9 @@ def test_extend(tmp_path: Path) -> None:
     assert load(child, k=3).param_dict["k"] == 3.0
     (tmp_path / "sub").mkdir()
     nested = write(tmp_path, "sub/n.yaml", "rulelang: 1\nsummary: n\nextend: ../child.yaml\n")
-    assert len(load(nested).rules) == 3
+    with pytest.raises(RuleError, match="outside the rule path"):  # above the loaded file's folder
+        load(nested)
+    assert len(load(nested, search_path=[tmp_path]).rules) == 3  # unless the caller adds the folder
     lib_child = write(tmp_path, "lib.yaml", "rulelang: 1\nsummary: c\nextend: lrp-epsilon\nparams: {eps: 0.1}\n")
     assert load(lib_child).param_dict["eps"] == 0.1
 
