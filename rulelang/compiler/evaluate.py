@@ -11,6 +11,7 @@ import torch.fx as fx
 
 from ..errors import RuleError
 from ..lang import ast as A
+from ..lang.builtins import ATTRIBUTES, BINARY, BUILTINS, FUNCTIONS, UNARY, Builtin
 from ..lang.diagnostics import error_at as _error_at
 from . import prims
 from .emitter import Emitter
@@ -18,34 +19,23 @@ from .emitter import Emitter
 Value = Any
 Thunk = Callable[[], Value]
 
-_BINARY: dict[str, Callable[[Any, Any], Any]] = {
-    "+": operator.add,
-    "-": operator.sub,
-    "*": operator.mul,
-    "/": operator.truediv,
-    "**": operator.pow,
-    "==": operator.eq,
-    "!=": operator.ne,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-    "&": operator.and_,
-    "|": operator.or_,
-}
+#: Where a builtin's `lowering` name is looked up ("torch.exp", "prims.stab", "operator.add").
+_NAMESPACES: dict[str, Any] = {"torch": torch, "prims": prims, "operator": operator}
 
-_UNARY_FUNCS: dict[str, Callable[..., Any]] = {
-    "sign": torch.sign,
-    "exp": torch.exp,
-    "log": torch.log,
-    "sqrt": torch.sqrt,
-    "ones_like": torch.ones_like,
-    "zeros_like": torch.zeros_like,
-    "sum": prims.per_sample_sum,
-    "mean": prims.per_sample_mean,
-    "max": prims.per_sample_max,
-    "min": prims.per_sample_min,
-}
+
+def resolve(lowering: str) -> Callable[..., Any] | None:
+    """The function a builtin's `lowering` names; None for the functions bound to a node (`node.layer`)."""
+    space, _, name = lowering.partition(".")
+    if space == "node":
+        return None
+    return getattr(_NAMESPACES[space], name)
+
+
+#: Each builtin's compiler-side function, resolved once.
+TARGETS: dict[Builtin, Callable[..., Any] | None] = {b: resolve(b.lowering) for b in BUILTINS}
+
+#: `maximum(a, c)` with a constant side is `clamp(a, min=c)`.
+_EXTREMUM_BOUND = {torch.maximum: "min", torch.minimum: "max"}
 
 
 def error_at(node: Any, message: str, hint: str | None = None) -> RuleError:
@@ -113,18 +103,12 @@ class Scope:
         if isinstance(e, A.Name):
             return self.lookup(e.id, e)
         if isinstance(e, A.Unary):
-            v = self.eval(e.operand)
-            if e.op == "-":
-                return em.call(operator.neg, v)
-            if e.op == "~":
-                return em.call(operator.invert, v)
-            return v
+            return self.apply(UNARY[e.op], [self.eval(e.operand)], {})
         if isinstance(e, A.Binary):
-            left, right = self.eval(e.left), self.eval(e.right)
-            return em.call(_BINARY[e.op], left, right)
+            return self.apply(BINARY[e.op], [self.eval(e.left), self.eval(e.right)], {})
         if isinstance(e, A.Attr):
-            if e.attr in ("pos", "neg", "abs"):
-                return self._sign_part(e.attr, self.eval(e.value))
+            if e.attr in ATTRIBUTES:
+                return self.apply(ATTRIBUTES[e.attr], [self.eval(e.value)], {})
             if self.attr_hook is None:
                 raise error_at(e, f"unknown attribute `.{e.attr}` {self.where}".rstrip())
             return self.attr_hook(e.value, e.attr)
@@ -152,33 +136,53 @@ class Scope:
         return out
 
     def _call(self, e: A.Call) -> Value:
-        em, f = self.em, e.func
-        if f in self.calls:
-            return self.calls[f](e, self)
+        b = FUNCTIONS.get(e.func)
+        if b is not None and b.node_bound and e.func in self.calls:
+            return self.calls[e.func](e, self)
+        if b is None or b.node_bound:
+            raise error_at(e, f"`{e.func}()` is not available {self.where}".rstrip())
         args = [self.eval(a) for a in e.args]
         kwargs = {k: self.eval(v) for k, v in e.kwargs}
-        if f in ("pos", "neg", "abs"):
-            return self._sign_part(f, args[0])
-        if f in _UNARY_FUNCS:
-            return em.call(_UNARY_FUNCS[f], _tensor(em, args[0]))
-        if f == "stab":
-            return em.call(prims.stab, args[0], args[1])
-        if f == "where":
-            return em.call(torch.where, *args)
-        if f == "clamp":
-            lo = args[1] if len(args) > 1 else kwargs.get("min")
-            hi = args[2] if len(args) > 2 else kwargs.get("max")
-            return em.call(torch.clamp, args[0], min=lo, max=hi)
-        if f == "percentile":
-            return em.call(prims.percentile, args[0], args[1])
-        if f in ("maximum", "minimum"):
-            a, b = args
-            if not isinstance(b, fx.Node):
-                return em.call(torch.clamp, a, **({"min": b} if f == "maximum" else {"max": b}))
-            if not isinstance(a, fx.Node):
-                return em.call(torch.clamp, b, **({"min": a} if f == "maximum" else {"max": a}))
-            return em.call(torch.maximum if f == "maximum" else torch.minimum, a, b)
-        raise error_at(e, f"`{f}()` is not available {self.where}".rstrip())
+        return self.apply(b, args, kwargs)
+
+    # ------------------------------------------------------------------ builtins: one method per `apply` convention
+    def apply(self, b: Builtin, args: list[Value], kwargs: dict[str, Value]) -> Value:
+        """Lowers builtin `b` on evaluated arguments, by its record's `apply` convention (`apply_<convention>`)."""
+        return getattr(self, f"apply_{b.apply}")(b, TARGETS[b], args, kwargs)
+
+    def apply_call(self, b: Builtin, fn: Callable[..., Any], args: list[Value], kwargs: dict[str, Value]) -> Value:
+        """`fn(*args, **kwargs)`, folded when every argument is a constant the emitter can fold."""
+        return self.em.call(fn, *args, **kwargs)
+
+    def apply_tensor(self, b: Builtin, fn: Callable[..., Any], args: list[Value], kwargs: dict[str, Value]) -> Value:
+        """`fn(t)` of a tensor function: a constant argument becomes a 0-d tensor."""
+        return self.em.call(fn, _tensor(self.em, args[0]))
+
+    def apply_clamp(self, b: Builtin, fn: Callable[..., Any], args: list[Value], kwargs: dict[str, Value]) -> Value:
+        """`clamp(t, lo, hi)` / `clamp(t, min=, max=)`: bounds by position or keyword."""
+        lo = args[1] if len(args) > 1 else kwargs.get("min")
+        hi = args[2] if len(args) > 2 else kwargs.get("max")
+        if lo is not None and hi is not None and isinstance(lo, fx.Node) != isinstance(hi, fx.Node):
+            return self.em.call(fn, self.em.call(fn, args[0], min=lo), max=hi)  # torch: both numbers or both tensors
+        return self.em.call(fn, args[0], min=lo, max=hi)
+
+    def apply_extremum(self, b: Builtin, fn: Callable[..., Any], args: list[Value], kwargs: dict[str, Value]) -> Value:
+        """`maximum(a, b)` / `minimum(a, b)`: a constant side becomes a `clamp` bound."""
+        a, c = args
+        bound = _EXTREMUM_BOUND[fn]
+        if not isinstance(c, fx.Node):
+            return self.em.call(torch.clamp, a, **{bound: c})
+        if not isinstance(a, fx.Node):
+            return self.em.call(torch.clamp, c, **{bound: a})
+        return self.em.call(fn, a, c)
+
+    def apply_sign_part(self, b: Builtin, fn: Callable[..., Any], args: list[Value], kwargs: dict[str, Value]) -> Value:
+        """`pos`, `neg`, `abs` (functions or attributes), using the sign facts."""
+        return self._sign_part(b.name, args[0])
+
+    def apply_identity(self, b: Builtin, fn: Callable[..., Any], args: list[Value], kwargs: dict[str, Value]) -> Value:
+        """Unary `+`: the operand itself."""
+        return args[0]
 
 
 def _tensor(em: Emitter, v: Value) -> Value:

@@ -17,6 +17,8 @@ import torch.fx as fx
 from ..graph.catalog import INPLACE_FUNCTIONS, INPLACE_METHODS, output_nonneg
 from ..graph.ir import Op, OpGraph
 from ..lang import ast as A
+from ..lang.builtins import NODE_FUNCTIONS
+from ..lang.kinds import Kind
 from . import prims
 from .emitter import Emitter
 from .evaluate import Scope, error_at
@@ -24,6 +26,9 @@ from .impls import impl_for, inplace_free
 from .match import Plan
 
 Value = Any
+
+#: "dense, conv, affine" (error messages)
+_PARAMETRIC = ", ".join(k for k in Kind if k.parametric)
 
 
 class Lowering:
@@ -160,7 +165,7 @@ class Lowering:
         return total
 
     # ------------------------------------------------------------------------------------------- scopes
-    def _param_thunks(self, like: Callable[[], Value]) -> dict[str, Callable[[], Value]]:
+    def param_thunks(self, like: Callable[[], Value]) -> dict[str, Callable[[], Value]]:
         out: dict[str, Callable[[], Value]] = {}
         for name, v in self.params.items():
             if isinstance(v, (list, tuple)):
@@ -170,101 +175,16 @@ class Lowering:
                 out[name] = lambda v=v: v
         return out
 
-    def _ref(self, n: fx.Node, node: A.Expr | None = None) -> Value:
+    def reference_value(self, n: fx.Node, node: A.Expr | None = None) -> Value:
         if not self.envs["ref"]:
             raise error_at(node, "`x0`/`y0` need a reference pass: add `reference: zeros` (or input) to the file")
         return self.envs["ref"][n]
 
     def node_scope(self, op: Op, rule: A.Rule, i: int, relevance: dict[str, Value]) -> Scope:
         """Names for a body at `op`; `i` is the input the body computes relevance for (multi-input ops)."""
-        impl = impl_for(op)
-        xs = [self.value(n) for n in op.inputs]
-        where = f"for node {op.name} (kind {op.kind})"
-        em = self.em
+        return NodeScope(self, op, i, relevance).scope()
 
-        def need_params(name: str) -> Callable[[], Value]:
-            def get() -> Value:
-                if not impl.parametric:
-                    raise error_at(
-                        _current(em), f"`{name}` is not defined {where}: only dense, conv and affine nodes have weights"
-                    )
-                return self.params_of(op)[name]
-
-            return get
-
-        names: dict[str, Callable[[], Value]] = {
-            "x": (lambda: xs[i]),
-            "y": (lambda: self.value(op.out)),
-            "i": (lambda: i),
-            "w": need_params("w"),
-            "b": need_params("b"),
-            "x0": (lambda: self._ref(op.inputs[i], _current(em))),
-            "y0": (lambda: self._ref(op.out, _current(em))),
-            **self._param_thunks(lambda: xs[i]),
-        }
-        for s, v in relevance.items():
-            names[s] = lambda v=v: v
-        for spec in self.rf.fit:
-            attr = self.fitted.get((spec.name, op.name))
-            names[spec.name] = lambda a=attr, n=spec.name: (
-                self.em.get_attr(a)
-                if a
-                else _raise(
-                    error_at(_current(em), f"`{n}` was not fitted {where}: its `fit:` entry does not cover this node")
-                )
-            )
-
-        def input_at(j: Any, e: A.Expr) -> int:
-            if not isinstance(j, int) or not 0 <= j < len(xs):
-                raise error_at(e, f"input index {j!r} out of range {where}: it has {len(xs)} input(s)")
-            return j
-
-        scope = Scope(
-            em,
-            names,
-            self.defines,
-            where=where,
-            attr=lambda base, attr: self._fwd_attr(op, i, base, attr),
-            inputs={"x": lambda j, e: xs[input_at(j, e)], "x0": lambda j, e: self._ref(op.inputs[input_at(j, e)], e)},
-        )
-
-        def substitutions(e: A.Call, sc: Scope) -> dict[str, Value]:
-            kw = {k: sc.eval(v) for k, v in e.kwargs}
-            if kw and not impl.parametric:
-                raise error_at(
-                    e,
-                    f"`{e.func}(..., {', '.join(f'{k}=' for k in kw)})` substitutes weights, but "
-                    f"node {op.name} (kind {op.kind}) has none: only dense, conv and affine nodes do",
-                )
-            return kw
-
-        def layer(e: A.Call, sc: Scope) -> Value:
-            t = sc.eval(e.args[0])
-            kw = substitutions(e, sc)
-            b = kw.get("b")
-            if not isinstance(t, fx.Node):
-                if t == 0 and impl.parametric and b is not None and not isinstance(b, fx.Node) and b == 0:
-                    return 0.0  # a linear map of zero without bias
-                t = em.call(torch.full_like, xs[i], float(t))
-            if t is xs[i] and kw.get("w") is None and b is None and op.pick is None:
-                return self.value(op.out)  # the op's own forward output: computed once, in the forward pass
-            inputs = list(xs)
-            inputs[i] = t
-            return impl.layer(self, op, inputs, kw.get("w"), kw.get("b"))
-
-        def vjp(e: A.Call, sc: Scope) -> Value:
-            s = sc.eval(e.args[0])
-            kw = substitutions(e, sc)
-            if not isinstance(s, fx.Node):
-                if s == 0:
-                    return 0.0
-                s = em.call(torch.full_like, self.value(op.out), float(s))
-            return impl.vjp(self, op, s, i, kw.get("w"), kw.get("b"))
-
-        scope.calls = {"layer": layer, "vjp": vjp}
-        return scope
-
-    def _fwd_attr(self, op: Op, i: int, base: A.Expr, attr: str) -> Value:
+    def forward_attr(self, op: Op, i: int, base: A.Expr, attr: str) -> Value:
         """`x.name` / `x[j].name`: a forward quantity of the op producing that input."""
         if isinstance(base, A.Name) and base.id == "x":
             src = op.inputs[i]
@@ -287,11 +207,119 @@ class Lowering:
         return self.fwdq[key]
 
     def io_scope(self, names: dict[str, Callable[[], Value]], like: Callable[[], Value], where: str) -> Scope:
-        return Scope(self.em, {**self._param_thunks(like), **names}, self.defines, where=where)
+        return Scope(self.em, {**self.param_thunks(like), **names}, self.defines, where=where)
 
 
-def _raise(e: Exception) -> Any:
-    raise e
+class NodeScope:
+    """The names and node-bound functions (`layer`, `vjp`) a rule body sees at one op.
+
+    `i` is the activation input the body computes relevance for (multi-input ops); `relevance` maps stream names
+    to the relevance at the op's output (empty in `forward:`). Every name is computed lazily, on first use.
+    """
+
+    def __init__(self, lw: Lowering, op: Op, i: int, relevance: dict[str, Value]) -> None:
+        self.lw = lw
+        self.op = op
+        self.i = i
+        self.relevance = relevance
+        self.impl = impl_for(op)
+        self.xs = [lw.value(n) for n in op.inputs]
+        self.where = f"for node {op.name} (kind {op.kind})"
+
+    def scope(self) -> Scope:
+        """The evaluation scope: x, y, i, w, b, x0, y0, parameters, relevance streams, fitted names."""
+        lw, op, i, xs = self.lw, self.op, self.i, self.xs
+        names: dict[str, Callable[[], Value]] = {
+            "x": (lambda: xs[i]),
+            "y": (lambda: lw.value(op.out)),
+            "i": (lambda: i),
+            "w": (lambda: self.weight("w")),
+            "b": (lambda: self.weight("b")),
+            "x0": (lambda: lw.reference_value(op.inputs[i], _current(lw.em))),
+            "y0": (lambda: lw.reference_value(op.out, _current(lw.em))),
+            **lw.param_thunks(lambda: xs[i]),
+        }
+        for s, v in self.relevance.items():
+            names[s] = lambda v=v: v
+        for spec in lw.rf.fit:
+            names[spec.name] = lambda n=spec.name: self.fitted(n)
+        scope = Scope(
+            lw.em,
+            names,
+            lw.defines,
+            where=self.where,
+            attr=lambda base, attr: lw.forward_attr(op, i, base, attr),
+            inputs={
+                "x": lambda j, e: xs[self.input_at(j, e)],
+                "x0": lambda j, e: lw.reference_value(op.inputs[self.input_at(j, e)], e),
+            },
+        )
+        scope.calls = {name: getattr(self, name) for name in NODE_FUNCTIONS}  # `layer`, `vjp`
+        return scope
+
+    # ------------------------------------------------------------------------------------------------ names
+    def weight(self, name: str) -> Value:
+        """`w` or `b` of a parametric op."""
+        if not self.impl.parametric:
+            raise error_at(
+                _current(self.lw.em), f"`{name}` is not defined {self.where}: only {_PARAMETRIC} nodes have weights"
+            )
+        return self.lw.params_of(self.op)[name]
+
+    def fitted(self, name: str) -> Value:
+        """A fitted per-node quantity (`fit:`)."""
+        attr = self.lw.fitted.get((name, self.op.name))
+        if not attr:
+            raise error_at(
+                _current(self.lw.em), f"`{name}` was not fitted {self.where}: its `fit:` entry does not cover this node"
+            )
+        return self.lw.em.get_attr(attr)
+
+    def input_at(self, j: Any, e: A.Expr) -> int:
+        """`j` checked as an input index of the op (`x[j]`)."""
+        if not isinstance(j, int) or not 0 <= j < len(self.xs):
+            raise error_at(e, f"input index {j!r} out of range {self.where}: it has {len(self.xs)} input(s)")
+        return j
+
+    # ---------------------------------------------------------------------------------- node-bound builtins
+    def substitutions(self, e: A.Call, sc: Scope) -> dict[str, Value]:
+        """The weights a `layer(...)` / `vjp(...)` call substitutes (`w=`, `b=`)."""
+        kw = {k: sc.eval(v) for k, v in e.kwargs}
+        if kw and not self.impl.parametric:
+            op = self.op
+            raise error_at(
+                e,
+                f"`{e.func}(..., {', '.join(f'{k}=' for k in kw)})` substitutes weights, but "
+                f"node {op.name} (kind {op.kind}) has none: only {_PARAMETRIC} nodes do",
+            )
+        return kw
+
+    def layer(self, e: A.Call, sc: Scope) -> Value:
+        """`layer(t, w=, b=)`: the op applied to `t` in place of input `i`."""
+        lw, op, i, xs = self.lw, self.op, self.i, self.xs
+        t = sc.eval(e.args[0])
+        kw = self.substitutions(e, sc)
+        b = kw.get("b")
+        if not isinstance(t, fx.Node):
+            if t == 0 and self.impl.parametric and b is not None and not isinstance(b, fx.Node) and b == 0:
+                return 0.0  # a linear map of zero without bias
+            t = lw.em.call(torch.full_like, xs[i], float(t))
+        if t is xs[i] and kw.get("w") is None and b is None and op.pick is None:
+            return lw.value(op.out)  # the op's own forward output: computed once, in the forward pass
+        inputs = list(xs)
+        inputs[i] = t
+        return self.impl.layer(lw, op, inputs, kw.get("w"), kw.get("b"))
+
+    def vjp(self, e: A.Call, sc: Scope) -> Value:
+        """`vjp(s, w=, b=)`: the vector-Jacobian product of the op with `s`, w.r.t. input `i`."""
+        lw, op = self.lw, self.op
+        s = sc.eval(e.args[0])
+        kw = self.substitutions(e, sc)
+        if not isinstance(s, fx.Node):
+            if s == 0:
+                return 0.0
+            s = lw.em.call(torch.full_like, lw.value(op.out), float(s))
+        return self.impl.vjp(lw, op, s, self.i, kw.get("w"), kw.get("b"))
 
 
 def _current(em: Emitter) -> A.Pos | None:

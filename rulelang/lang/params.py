@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import RuleError
 from .ast import Binary, Call, Expr, Name, Num, Pos, Unary
+from .builtins import SCALAR_FUNCTIONS
 from .diagnostics import did_you_mean, error_at
 from .visit import names
 
@@ -61,15 +62,8 @@ def bind_params(
     return bound
 
 
-_FUNCS: dict[str, Callable[..., float]] = {
-    "abs": abs,
-    "sqrt": math.sqrt,
-    "exp": math.exp,
-    "log": math.log,
-    "sign": lambda v: math.copysign(1.0, v) if v != 0 else 0.0,
-    "maximum": max,
-    "minimum": min,
-}
+#: The functions `require:` may call: the builtins with a float implementation (rulelang/lang/builtins.py).
+_FUNCS: dict[str, Callable[..., float]] = SCALAR_FUNCTIONS
 _BIN: dict[str, Callable[[Any, Any], Any]] = {
     "+": lambda a, b: a + b,
     "-": lambda a, b: a - b,
