@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import RuleError
 from . import kinds as K
 from .ast import Attr, Block, Call, Expr, Index, Name, Pos, Rule, RuleFile, Selector
-from .builtins import ELEMENTWISE_ATTRS, FUNCTIONS, NODE_FUNCTIONS, arity_text
+from .builtins import ELEMENTWISE_ATTRS, FUNCTIONS, arity_text
 from .diagnostics import did_you_mean, error_at
 from .printer import format_selector
 from .selectors import Coverage, possible_kinds
@@ -206,34 +206,34 @@ class _Checker:
             self.expr(c, scope, local, later)
 
     def call(self, e: Call, scope: Scope) -> None:
-        sig = FUNCTIONS.get(e.func)
-        if sig is None:
+        """Checks a call against its builtin record: name, contexts, arity, keywords, optional arguments."""
+        b = FUNCTIONS.get(e.func)
+        if b is None:
             self.err(e.pos, f"unknown function `{e.func}`", did_you_mean(e.func, FUNCTIONS))
             return
-        contexts = NODE_FUNCTIONS.get(e.func)
-        if contexts is not None and scope.context not in contexts:
+        if scope.context not in b.contexts:
+            used = " and ".join(f"`{c}:`" if c != "rule" else "rule bodies" for c in b.contexts)
+            what = "applies the node's op" if b.node_bound else "is a rule-body function"
             self.err(
                 e.pos,
                 f"`{e.func}` is not available in {scope.where or 'this context'}",
-                f"`{e.func}` applies the node's op; it is used in "
-                + (" and ".join(f"`{c}:`" if c != "rule" else "rule bodies" for c in contexts)),
+                f"`{e.func}` {what}; it is used in {used}",
             )
             return
-        if not sig.min_args <= len(e.args) <= sig.max_args:
-            self.err(e.pos, f"`{e.func}` takes {arity_text(sig)}, got {len(e.args)}", f"usage: {sig.usage}")
+        if not b.min_args <= len(e.args) <= b.max_args:
+            self.err(e.pos, f"`{e.func}` takes {arity_text(b)}, got {len(e.args)}", f"usage: {b.usage}")
         kw = dict(e.kwargs)
         for k in kw:
-            if k not in sig.keywords:
-                self.err(
-                    e.pos, f"`{e.func}` has no keyword `{k}`", did_you_mean(k, sig.keywords) or f"usage: {sig.usage}"
-                )
-        if e.func in ("layer", "vjp") and kw and not scope.wb_ok:
+            if k not in b.keywords:
+                self.err(e.pos, f"`{e.func}` has no keyword `{k}`", did_you_mean(k, b.keywords) or f"usage: {b.usage}")
+        if b.keywords_need_weights and kw and not scope.wb_ok:
             self.err(e.pos, f"`{e.func}(..., {next(iter(kw))}=...)` is not defined for {scope.where}", _WB_HINT)
-        if e.func == "clamp":
-            if len(e.args) >= 2 and "min" in kw or len(e.args) == 3 and "max" in kw:
-                self.err(e.pos, "`clamp` bound given both by position and by keyword", f"usage: {sig.usage}")
-            elif len(e.args) == 1 and not kw:
-                self.err(e.pos, "`clamp` needs a bound", f"usage: {sig.usage}")
+        twice = [k for j, k in enumerate(b.optional) if k in kw and len(e.args) > b.min_args + j]
+        if twice:
+            self.err(e.pos, f"`{e.func}` gets `{twice[0]}` both by position and by keyword", f"usage: {b.usage}")
+        elif b.needs_optional and len(e.args) <= b.min_args and not any(k in kw for k in b.optional):
+            names = " or ".join(f"`{k}`" for k in b.optional)
+            self.err(e.pos, f"`{e.func}` needs {names}", f"usage: {b.usage}")
 
     def attr(self, e: Attr, scope: Scope) -> None:
         if e.attr in ELEMENTWISE_ATTRS:
