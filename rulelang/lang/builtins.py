@@ -42,9 +42,9 @@ class Builtin:
             constant argument becomes a 0-d tensor), "clamp" (bounds by position or keyword), "extremum" (a
             constant side becomes a clamp bound), "sign_part" (uses the compile-time sign facts), "identity" (the
             argument itself), "node" (bound to the node's op: `layer`, `vjp`).
-        transfer: key of its rule in the static analysis's transfer table (rulelang/analysis/static.py: sign and
-            linearity of the result from those of the arguments); primitives with the same abstract meaning share
-            a key (`pos(t)` and `t.pos`).
+        transfer: key of its rule in the static analysis's transfer table (`TRANSFER` in rulelang/analysis/: sign
+            and linearity of the result from those of the arguments): the function name, the operator symbol,
+            `u-`/`u+`/`u~` for unary operators; `t.pos` shares the key of `pos(t)`.
         optional: names of the optional positional arguments, in order, each also accepted as a keyword
             (`clamp(t, lo, hi)` or `clamp(t, min=lo, max=hi)`).
         needs_optional: at least one optional argument must be given (by position or keyword).
@@ -140,28 +140,29 @@ _FUNCTION_LIST = [
 ]
 
 
-def _op(symbol: str, n: int, lowering: str, transfer: str, doc: str, apply: Apply = "call") -> Builtin:
+def _op(symbol: str, n: int, lowering: str, doc: str, apply: Apply = "call") -> Builtin:
     usage = f"{symbol}a" if n == 1 else f"a {symbol} b"
+    transfer = f"u{symbol}" if n == 1 else symbol  # the analysis keys unary operators `u-`, `u+`, `u~`
     return Builtin(symbol, "operator", n, n, lowering, transfer, apply=apply, usage=usage, doc=doc)
 
 
 _OPERATOR_LIST = [
-    _op("+", 2, "operator.add", "add", "sum"),
-    _op("-", 2, "operator.sub", "sub", "difference"),
-    _op("*", 2, "operator.mul", "mul", "product"),
-    _op("/", 2, "operator.truediv", "div", "quotient"),
-    _op("**", 2, "operator.pow", "pow", "power"),
-    _op("==", 2, "operator.eq", "compare", "equal (a boolean mask)"),
-    _op("!=", 2, "operator.ne", "compare", "not equal (a boolean mask)"),
-    _op("<", 2, "operator.lt", "compare", "less than (a boolean mask)"),
-    _op("<=", 2, "operator.le", "compare", "at most (a boolean mask)"),
-    _op(">", 2, "operator.gt", "compare", "greater than (a boolean mask)"),
-    _op(">=", 2, "operator.ge", "compare", "at least (a boolean mask)"),
-    _op("&", 2, "operator.and_", "logic", "both masks"),
-    _op("|", 2, "operator.or_", "logic", "either mask"),
-    _op("-", 1, "operator.neg", "negate", "negation"),
-    _op("+", 1, "operator.pos", "identity", "the operand itself", apply="identity"),
-    _op("~", 1, "operator.invert", "logic", "mask complement"),
+    _op("+", 2, "operator.add", "sum"),
+    _op("-", 2, "operator.sub", "difference"),
+    _op("*", 2, "operator.mul", "product"),
+    _op("/", 2, "operator.truediv", "quotient"),
+    _op("**", 2, "operator.pow", "power"),
+    _op("==", 2, "operator.eq", "equal (a boolean mask)"),
+    _op("!=", 2, "operator.ne", "not equal (a boolean mask)"),
+    _op("<", 2, "operator.lt", "less than (a boolean mask)"),
+    _op("<=", 2, "operator.le", "at most (a boolean mask)"),
+    _op(">", 2, "operator.gt", "greater than (a boolean mask)"),
+    _op(">=", 2, "operator.ge", "at least (a boolean mask)"),
+    _op("&", 2, "operator.and_", "both masks"),
+    _op("|", 2, "operator.or_", "either mask"),
+    _op("-", 1, "operator.neg", "negation"),
+    _op("+", 1, "operator.pos", "the operand itself", apply="identity"),
+    _op("~", 1, "operator.invert", "mask complement"),
 ]
 
 _ATTRIBUTE_LIST = [

@@ -4,6 +4,7 @@ all builtins, and each primitive lowers to what it says."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import operator
@@ -52,6 +53,15 @@ def test_tables_are_keyed_by_their_records() -> None:
     assert set(B.ATTRIBUTES) == set(B.ELEMENTWISE_ATTRS) == {"pos", "neg", "abs"}
     assert B.NODE_FUNCTIONS == {"layer": ("rule", "forward"), "vjp": ("rule",)}
     assert len({(b.form, b.name, b.max_args) for b in B.BUILTINS}) == len(B.BUILTINS)
+
+
+def test_transfer_keys_are_the_static_analysis_table() -> None:
+    keys = {b.transfer for b in B.BUILTINS}
+    assert keys == set(B.FUNCTIONS) | set(B.BINARY) | {f"u{s}" for s in B.UNARY}
+    if importlib.util.find_spec("rulelang.analysis.absint") is not None:  # the analysis room, when present
+        from rulelang.analysis.absint import TRANSFER
+
+        assert keys == set(TRANSFER)
 
 
 def test_grammar_operators_are_exactly_the_operator_builtins() -> None:
