@@ -34,10 +34,10 @@ from .guards import (
     normalize_target,
 )
 from .hoist import ParameterCache, split_static
+from .impls import impl_for, inplace_free
 from .keys import EXPLAIN, GraphKey
 from .lower import Lowering
 from .match import Plan, match, selector_matches
-from .ops import impl_for, inplace_free
 
 OnNonfinite = Literal["raise", "warn", "ignore"]
 _ON_NONFINITE = ("raise", "warn", "ignore")
