@@ -7,6 +7,7 @@ reverse topological order with relevance summed over consumers, and `final:` at 
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable
 from typing import Any
@@ -68,7 +69,7 @@ class Lowering:
         return self.value(op.inputs[i])
 
     def module_target(self, node: fx.Node) -> str:
-        return self.module_targets.get(node.target, f"model.{node.target}")
+        return self.module_targets.get(str(node.target), f"model.{node.target}")
 
     def param(self, q: Any) -> Value:
         if isinstance(q, str):
@@ -170,12 +171,16 @@ class Lowering:
         for name, v in self.params.items():
             if isinstance(v, (list, tuple)):
                 attr = self.consts[name]
-                out[name] = lambda a=attr: self.em.call(prims.channel_param, self.em.get_attr(a), like())
+                out[name] = functools.partial(self._channel_param, attr, like)
             else:
-                out[name] = lambda v=v: v
+                out[name] = _constant(v)
         return out
 
-    def reference_value(self, n: fx.Node, node: A.Expr | None = None) -> Value:
+    def _channel_param(self, attr: str, like: Callable[[], Value]) -> Value:
+        return self.em.call(prims.channel_param, self.em.get_attr(attr), like())
+
+    def reference_value(self, n: fx.Node, node: A.Expr | A.Pos | None = None) -> Value:
+        """The value of `n` in the reference pass (`x0`, `y0`); `node` locates the error when there is none."""
         if not self.envs["ref"]:
             raise error_at(node, "`x0`/`y0` need a reference pass: add `reference: zeros` (or input) to the file")
         return self.envs["ref"][n]
@@ -240,9 +245,9 @@ class NodeScope:
             **lw.param_thunks(lambda: xs[i]),
         }
         for s, v in self.relevance.items():
-            names[s] = lambda v=v: v
+            names[s] = _constant(v)
         for spec in lw.rf.fit:
-            names[spec.name] = lambda n=spec.name: self.fitted(n)
+            names[spec.name] = functools.partial(self.fitted, spec.name)
         scope = Scope(
             lw.em,
             names,
@@ -322,6 +327,11 @@ class NodeScope:
         return self.impl.vjp(lw, op, s, self.i, kw.get("w"), kw.get("b"))
 
 
+def _constant(v: Value) -> Callable[[], Value]:
+    """A thunk returning `v`."""
+    return lambda: v
+
+
 def _current(em: Emitter) -> A.Pos | None:
     """The position of the expression being lowered (for errors raised by lazily computed names)."""
     return em.pos
@@ -331,12 +341,12 @@ def _eager_call(lw: Lowering, op: Op) -> Callable[..., Any]:
     """The op's original call as an eager function of its argument nodes' values (in-place forms avoided)."""
     node, gm, pick = op.node, lw.gm, op.pick
     if node.op == "call_module":
-        module = gm.get_submodule(node.target)
+        module = gm.get_submodule(str(node.target))
         fn: Callable[..., Any] = inplace_free(module) or module
     elif node.op == "call_function":
         fn = INPLACE_FUNCTIONS.get(node.target, node.target)
     else:
-        method = INPLACE_METHODS.get(node.target, node.target)
+        method = str(INPLACE_METHODS.get(node.target, node.target))
         fn = lambda self_, *a, **k: getattr(self_, method)(*a, **k)
 
     def call(*values: Any) -> Any:

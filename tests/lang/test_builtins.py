@@ -165,6 +165,7 @@ def _lower(text: str) -> torch.Tensor:
 
 @pytest.mark.parametrize("name", [n for n, b in B.FUNCTIONS.items() if not b.node_bound])
 def test_each_function_lowers_to_what_it_computes(name: str) -> None:
+    assert name in _FUNCTION_REFERENCES, f"add what `{name}` computes to _FUNCTION_REFERENCES"
     n, ref = _FUNCTION_REFERENCES[name]
     text = f"{name}({_ARGUMENTS.get(name, 'x')})"
     extra = [torch.tensor(_T, dtype=_X.dtype), torch.full_like(_X, 2.0 * _T)][: n - 1]
