@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from hypothesis import event, given
+from hypothesis import strategies as st
 from torch import nn
 from torch.nn.modules import module as torch_module
 
@@ -525,3 +527,134 @@ def test_fit_data_forms_agree(data: Callable[..., Any]) -> None:
     ref = dict(rulelang.fit("pattern-net", model, [x], progress=False).fitted.named_buffers())
     got = dict(rulelang.fit("pattern-net", model, data(x, y), progress=False).fitted.named_buffers())
     assert set(got) == set(ref) and all(torch.allclose(got[k], ref[k], atol=1e-10) for k in ref)
+
+
+# -------------------------------------------------------------------------------------------- API fuzz
+_FUZZ_MODEL = Net().eval()
+_FUZZ_X = torch.randn(2, 3, 8, 8)
+_SHAPES = rulelang.compile(_FUZZ_MODEL, "gradient", example_input=_FUZZ_X).shapes
+_NODES = list(_SHAPES)
+
+_junk = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=32),
+    st.booleans(),
+    st.text(max_size=3),
+    st.lists(st.one_of(st.integers(-9, 9), st.floats(-3, 8, width=32), st.booleans()), max_size=4),
+    st.lists(st.floats(-3, 8, width=32), min_size=1, max_size=3).map(torch.tensor),
+    st.sampled_from([torch.tensor(True), torch.tensor([[1, 2]]), torch.tensor(3, dtype=torch.int8), {"a": 1}]),
+)
+
+
+def _valid_target(batch: int) -> st.SearchStrategy[Any]:
+    return st.one_of(
+        st.none(),
+        st.integers(-5, 4),
+        st.lists(st.integers(-5, 4), min_size=batch, max_size=batch),
+        st.lists(st.integers(-5, 4), min_size=batch, max_size=batch).map(torch.tensor),
+        st.lists(st.integers(-5, 4), min_size=batch, max_size=batch).map(np.array),
+    )
+
+
+_keeps = st.one_of(
+    st.sampled_from([None, True, False, "all"]),
+    st.lists(st.sampled_from(_NODES), max_size=3),
+)
+_bad_keeps = st.one_of(
+    st.sampled_from(["features.0", 0, 1.5, b"all"]),
+    st.lists(st.sampled_from(_NODES + ["nope", "features", ""]), min_size=1, max_size=3),
+    st.lists(st.integers(), min_size=1, max_size=2),
+)
+
+
+@st.composite
+def _sometimes(draw: st.DrawFn, good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any]) -> Any:
+    """Mostly (5 in 6) a valid value, sometimes a bad one: a call then has about one bad argument."""
+    return draw(good if draw(st.sampled_from([True] * 5 + [False])) else bad)
+
+
+@st.composite
+def _inputs(draw: st.DrawFn, batch: int) -> Any:
+    if draw(st.sampled_from(["good"] * 5 + ["bad"])) == "bad":
+        if draw(st.booleans()):
+            return draw(st.sampled_from([None, 1.0, [[0.0]], np.zeros((batch, 3, 8, 8), dtype=np.float32)]))
+        shape = draw(st.sampled_from([(0, 3, 8, 8), (3, 8, 8), (batch, 3, 9, 9), (batch, 1, 8, 8), (batch,)]))
+        dtype = draw(st.sampled_from([torch.float32, torch.float64, torch.float16, torch.int64, torch.bool]))
+        return torch.randn(shape).to(dtype)
+    x = torch.randn(batch, 3, 8, 8) * draw(st.sampled_from([1.0, 1.0, 1e-6, 1e6]))
+    if draw(st.sampled_from(["finite"] * 4 + ["not"])) == "not":
+        x.view(-1)[draw(st.integers(0, x.numel() - 1))] = draw(st.sampled_from([float("nan"), float("inf"), 1e30]))
+    return x
+
+
+@st.composite
+def _calls(draw: st.DrawFn) -> dict[str, Any]:
+    eps = draw(_sometimes(st.sampled_from([1e-6, 0.25, 1.0]), st.sampled_from([0.0, -1.0, float("nan"), 1e30, "x"])))
+    rule, params = draw(
+        st.sampled_from(
+            [
+                ("gradient", {}),
+                ("lrp-epsilon", {"eps": eps}),
+                ("lrp-zplus", {}),
+                ("deeplift-rescale", {}),
+                ("lrp-alpha-beta", {"alpha": draw(st.sampled_from([2.0, 2.0, 0.5])), "beta": 1.0}),
+            ]
+        )
+    )
+    batch = draw(st.integers(1, 3))
+    call = {"rule": rule, "params": params, "x": draw(_inputs(batch)), "keep": draw(_sometimes(_keeps, _bad_keeps))}
+    call["on_nonfinite"] = draw(st.sampled_from(["raise", "raise", "raise", "warn", "ignore", "sometimes"]))
+    if draw(st.booleans()):
+        call["target"] = draw(_sometimes(_valid_target(batch), _junk))
+    else:
+        at = draw(_sometimes(st.sampled_from(_NODES), st.sampled_from(["nope", 3, None])))
+        call["at"] = at
+        good = (batch,) + tuple(_SHAPES[at][1:]) if at in _SHAPES else (batch, 4, 8, 8)
+        shape = draw(
+            _sometimes(st.just(good), st.sampled_from([(batch, 4, 4, 4), (2, 8), (batch + 1,) + good[1:], ()]))
+        )
+        dtype = draw(_sometimes(st.just(torch.float32), st.sampled_from([torch.float64, torch.int64, torch.bool])))
+        call["relevance"] = torch.randn(shape).to(dtype)
+    if draw(st.sampled_from(["none"] * (1 if rule == "deeplift-rescale" else 5) + ["reference"])) == "reference":
+        shapes = [(batch, 3, 8, 8), (3, 8, 8), (1, 3, 8, 8), (3, 4)]
+        call["reference"] = torch.zeros(draw(st.sampled_from(shapes)))
+    return call
+
+
+_COMPILED: dict[tuple[str, str], Any] = {}
+
+
+def _explainer(rule: str, params: dict[str, Any]) -> Any:
+    key = (rule, repr(sorted(params.items())))
+    if key not in _COMPILED:
+        try:
+            _COMPILED[key] = rulelang.compile(_FUZZ_MODEL, rule, example_input=_FUZZ_X, **params)
+        except RulelangError as e:
+            _COMPILED[key] = e
+    return _COMPILED[key]
+
+
+@given(call=_calls())
+def test_api_fuzz_fails_closed(call: dict[str, Any]) -> None:
+    """Any combination of arguments: a RulelangError, or a result whose attribution is finite unless the caller
+    asked for non-finite values to pass ("warn"/"ignore")."""
+    ex = _explainer(call["rule"], call["params"])
+    if isinstance(ex, RulelangError):
+        event(f"compile: {type(ex).__name__}")
+        return  # a clear compile error (e.g. a parameter failing its `require:`)
+    common = {"keep": call["keep"], "on_nonfinite": call["on_nonfinite"]}
+    if "reference" in call:
+        common["reference"] = call["reference"]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NonFiniteWarning)
+            if "at" in call:
+                result = ex.propagate(call["x"], at=call["at"], relevance=call["relevance"], **common)
+            else:
+                result = ex.explain(call["x"], call["target"], **common)
+    except RulelangError as e:
+        event(f"call: {type(e).__name__}")
+        return
+    event(f"result ({'finite' if torch.isfinite(result.attribution).all() else 'non-finite'})")
+    assert result.attribution.shape == call["x"].shape
+    if call["on_nonfinite"] == "raise":
+        assert torch.isfinite(result.attribution).all() and torch.isfinite(result.output).all()
