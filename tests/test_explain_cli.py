@@ -247,3 +247,63 @@ def test_cli_subprocess_error_has_no_traceback(tmp_path):
     )
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == ["target -1 is out of range: digits-cnn has 10 classes (0..9)"]
+
+
+# ---------------------------------------------------------------- bad inputs, table-driven (issue 12)
+NAN_RULE = "rulelang: 1\nsummary: divides by zero\ninit: target\nfinal: R / (x - x)\ndefault: vjp(R)\n"
+
+BAD = [
+    # (id, argv after `explain` with {tmp} for the test folder, expected message part)
+    ("missing output folder", ["gradient", "--data", "digits", "-o", "{tmp}/no/such/dir/o.png"], "does not exist"),
+    (
+        "--mkdir makes one level only",
+        ["gradient", "--data", "digits", "--mkdir", "-o", "{tmp}/no/such/o.png"],
+        "cannot be created: its parent",
+    ),
+    ("output is not a png", ["gradient", "--data", "digits", "-o", "{tmp}/o.jpg"], "must be a .png"),
+    (
+        "library rule given as a file name",
+        ["gradient.yaml", "--data", "digits", "-o", "{tmp}/o.png"],
+        "did you mean the library rule `gradient`?",
+    ),
+    ("non-finite attribution", ["{tmp}/nan.yaml", "--data", "digits", "-n", "2", "-o", "{tmp}/o.png"], "non-finite"),
+]
+
+
+@pytest.mark.parametrize("argv, message", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, argv, message):
+    (tmp_path / "nan.yaml").write_text(NAN_RULE)
+    before = sorted(tmp_path.rglob("*"))
+    rc, _, err = _run_cli(["explain", *[a.format(tmp=tmp_path) for a in argv]], capsys)
+    _assert_one_line_error(rc, err, message)
+    assert sorted(tmp_path.rglob("*")) == before  # no PNG, no folder
+
+
+def test_mkdir_creates_the_last_level(tmp_path):
+    from rulelang.commands.explain import ExplainError, check_output
+
+    check_output(tmp_path / "here.png")  # the folder exists: nothing to do
+    with pytest.raises(ExplainError, match="does not exist"):
+        check_output(tmp_path / "new" / "o.png")
+    check_output(tmp_path / "new" / "o.png", mkdir=True)  # checked, not yet created
+    assert not (tmp_path / "new").exists()
+    check_output(tmp_path / "new" / "o.png", mkdir=True, create=True)
+    assert (tmp_path / "new").is_dir()
+    with pytest.raises(ExplainError, match="its parent"):
+        check_output(tmp_path / "a" / "b" / "o.png", mkdir=True, create=True)
+    assert not (tmp_path / "a").exists()
+
+
+def test_draw_grid_refuses_non_finite_maps(tmp_path):
+    """NaN would be drawn as white (zero): a grid with a non-finite map is an error naming the rule and image."""
+    x = torch.rand(2, 3, 8, 8)
+    att = torch.randn(2, 3, 8, 8)
+    att[1, 0, 2, 2] = float("nan")
+    with pytest.raises(Exception, match=r"lrp-x: the attribution of image\(s\) 1 has non-finite values \(NaN"):
+        draw_grid(x, {"lrp-x": att}, tmp_path / "g.png")
+    att[1, 0, 2, 2] = float("inf")
+    with pytest.raises(Exception, match="non-finite"):
+        draw_grid(x, {"lrp-x": att}, tmp_path / "g.png")
+    assert not (tmp_path / "g.png").exists()
+    with pytest.raises(Exception, match="output folder .* does not exist"):
+        draw_grid(x, {"ok": torch.randn(2, 3, 8, 8)}, tmp_path / "missing" / "g.png")

@@ -82,8 +82,27 @@ def test_other_colormap_and_overlay():
 
 def test_errors():
     with pytest.raises(RulelangError, match="C×H×W"):
-        heatmap(np.zeros((2, 3, 4, 5)))
+        heatmap(np.zeros((2, 2, 3, 4, 5)))
+    with pytest.raises(RulelangError, match="empty batch"):
+        heatmap(np.zeros((0, 3, 4, 5)))
+    with pytest.raises(RulelangError, match="3 images for a batch of 2"):
+        heatmap(np.zeros((2, 3, 4, 5)), image=np.zeros((3, 3, 4, 5)), alpha=0.5)
     with pytest.raises(RulelangError, match="colormap"):
         heatmap(np.zeros((4, 4)), cmap="no-such-map")
     with pytest.raises(RulelangError, match="percentile"):
         heatmap(np.zeros((4, 4)), percentile=0)
+
+
+def test_a_batch_gives_one_picture_per_sample():
+    """`rulelang.heatmap(attribution)` on a batch N×C×H×W: N×H×W×3, each sample normalised on its own."""
+    rng = np.random.default_rng(0)
+    batch = rng.normal(size=(3, 3, 8, 9))
+    batch[1] *= 1000.0  # a sample with a much larger scale does not wash out the others
+    out = heatmap(batch)
+    assert out.shape == (3, 8, 9, 3)
+    for i in range(3):
+        assert np.allclose(out[i], heatmap(batch[i]))
+    images = rng.uniform(size=(3, 3, 8, 9))
+    blended = heatmap(batch, image=images, alpha=0.5, dtype="uint8")
+    assert blended.shape == (3, 8, 9, 3) and blended.dtype == np.uint8
+    assert np.array_equal(blended[2], heatmap(batch[2], image=images[2], alpha=0.5, dtype="uint8"))

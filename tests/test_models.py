@@ -97,8 +97,9 @@ def test_bad_weights_errors(tmp_path):
     # not a torch file
     junk = tmp_path / "junk.pt"
     junk.write_text("hello")
-    with pytest.raises(ModelError, match="cannot read weights file"):
+    with pytest.raises(ModelError, match="is a text file, not a state_dict") as e:
         builtin_model("digits-cnn", weights=junk)
+    assert "weights_only" not in str(e.value)
     with pytest.raises(ModelError, match="state_dict"):
         torch.save([1, 2, 3], junk)
         load_weights(BUILTIN_MODELS["digits-cnn"][0](), junk)
@@ -121,3 +122,41 @@ def test_training_script_help():
         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]),
     )
     assert out.returncode == 0 and "--epochs" in out.stdout
+
+
+def test_weights_file_kinds_say_what_they_are(tmp_path):
+    """A text file, an empty file and a pickle of Python objects each get their own one-line error, never
+    torch's advice to switch `weights_only` off (which would run code from the file)."""
+    import pickle
+
+    (tmp_path / "notes.pth").write_text("conv1.weight: [0.1, 0.2]\n")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with open(tmp_path / "objects.pt", "wb") as f:
+        pickle.dump({"conv": ModelError("not a tensor")}, f, protocol=2)
+    for name, message in [
+        ("notes.pth", "is a text file"),
+        ("empty.pt", "is an empty file"),
+        ("objects.pt", "holds Python objects other than tensors"),
+    ]:
+        with pytest.raises(ModelError, match=message) as e:
+            builtin_model("digits-cnn", weights=tmp_path / name)
+        assert "weights_only" not in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["digits-cnn", "digits-resnet"])
+def test_builtin_model_knows_its_data_set(name):
+    """Fed the grey digits (1 channel), a built-in digits model names the data set it expects instead of dying in
+    a raw convolution error; its own data set runs."""
+    model = builtin_model(name)
+    assert model.rulelang_data == "digits-rgb" and model.rulelang_input_shape == (3, 32, 32)
+    grey, _ = builtin_data("digits")
+    with pytest.raises(ModelError, match=f"{name} expects digits-rgb") as e:
+        model(grey[:2])
+    assert "builtin_data('digits-rgb')" in str(e.value) and "grey variant" in str(e.value)
+    with pytest.raises(ModelError, match="got 2×3×16×16"):
+        model(torch.zeros(2, 3, 16, 16))
+    rgb, _ = builtin_data("digits-rgb")
+    assert model(rgb[:2]).shape == (2, 10)
+    # the check is invisible to a symbolic trace (the traced graph is the network alone)
+    gm = torch.fx.symbolic_trace(model)
+    assert not any("check_input" in str(n.target) for n in gm.graph.nodes)

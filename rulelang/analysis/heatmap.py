@@ -1,6 +1,7 @@
 """Attribution heatmaps with the paper's visual normalisation (research/paper.md §4.1, ``normalize_visual``).
 
 rgb = rulelang.heatmap(attribution[0])            # H×W×3 float in [0, 1], red = positive, blue = negative
+rgbs = rulelang.heatmap(attribution)              # a batch: N×H×W×3, one picture per sample
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def _to_numpy(a) -> np.ndarray:
 
 def reduce_channels(attribution, reduce: str = "sum") -> np.ndarray:
     """One attribution (H×W, C×H×W or 1×C×H×W) -> H×W, channels reduced by `reduce` ("sum", "mean",
-    "abs-sum", "norm")."""
+    "abs-sum", "norm"). For a batch, index it first or call `heatmap` (one picture per sample)."""
     a = _to_numpy(attribution)
     if a.ndim == 4 and a.shape[0] == 1:
         a = a[0]
@@ -82,11 +83,28 @@ def heatmap(
     zero white/centre. `image` (H×W×3 or 3×H×W in [0, 1]) with ``alpha > 0`` is blended underneath:
     ``alpha * grey(image) + (1 - alpha) * heat``.
 
-    Returns H×W×3 float64 in [0, 1], or uint8 with ``dtype="uint8"``.
+    A batch (N×C×H×W with N > 1) gives one picture per sample, each normalised on its own: N×H×W×3 (`image`
+    may then be a batch of N pictures too). Non-finite values are drawn as zero (see `normalize_visual`).
+
+    Returns H×W×3 (or N×H×W×3) float64 in [0, 1], or uint8 with ``dtype="uint8"``.
     """
     import matplotlib
 
-    a = normalize_visual(reduce_channels(attribution, reduce), percentile)
+    batch = _to_numpy(attribution)
+    if batch.ndim == 4 and batch.shape[0] != 1:
+        if batch.shape[0] == 0:
+            raise RulelangError("heatmap got an empty batch (shape [0, ...])")
+        imgs = None if image is None else _to_numpy(image)
+        per_sample = imgs is not None and imgs.ndim == 4
+        if per_sample and len(imgs) != len(batch):  # type: ignore[arg-type]
+            raise RulelangError(f"{len(imgs)} images for a batch of {len(batch)} attributions")  # type: ignore[arg-type]
+        return np.stack(
+            [
+                heatmap(a, cmap, percentile, reduce, imgs[i] if per_sample else imgs, alpha, dtype)  # type: ignore[index]
+                for i, a in enumerate(batch)
+            ]
+        )
+    a = normalize_visual(reduce_channels(batch, reduce), percentile)
     try:
         colormap = matplotlib.colormaps[cmap]
     except KeyError:

@@ -63,6 +63,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--target", type=int, metavar="K", help="class to explain (default: each input's predicted class)"
     )
     parser.add_argument("-o", "--output", required=True, metavar="OUT.png", help="the PNG to write")
+    parser.add_argument(
+        "--mkdir",
+        action="store_true",
+        help="create the output's folder if it is missing (only that last level: its parent must exist)",
+    )
     parser.add_argument("--cmap", default="bwr", help="matplotlib colormap (default bwr: red +, blue -)")
     parser.add_argument(
         "--percentile", type=float, default=99.5, help="visual normalisation percentile of each sign (default 99.5)"
@@ -175,6 +180,9 @@ def draw_grid(
     for rule, att in attributions.items():
         if len(att) != n:
             raise RulelangError(f"{rule}: {len(att)} attributions for {n} images")
+        check_finite(rule, att)
+    if not Path(path).parent.is_dir():
+        raise RulelangError(f"output folder {Path(path).parent} does not exist")
     width, height = grid_pixel_size(len(attributions), n, cell)
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)  # Agg canvas; no pyplot global state
     FigureCanvasAgg(fig)
@@ -207,7 +215,6 @@ def draw_grid(
         row_label(i, _short(rule))
         for j in range(n):
             axes(i, j).imshow(heatmap(att[j], cmap=cmap, percentile=percentile), interpolation="nearest")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
     return width, height
 
@@ -220,26 +227,68 @@ def _short(rule: str, limit: int = 18) -> str:
 # --------------------------------------------------------------------------------------------------- command
 
 
+def check_finite(rule: str, att) -> None:
+    """Refuse an attribution with NaN or inf: a heatmap would paint those pixels as if they were zero."""
+    a = att.detach().cpu().numpy() if hasattr(att, "detach") else np.asarray(att)
+    bad = ~np.isfinite(a.reshape(len(a), -1)).all(1)
+    if bad.any():
+        which = ", ".join(str(int(i)) for i in np.flatnonzero(bad)[:5])
+        raise ExplainError(
+            f"{rule}: the attribution of image(s) {which} has non-finite values (NaN or inf); "
+            "no heatmap is drawn for it (check the rule's parameters and the inputs)"
+        )
+
+
 def _check_rule_paths(rules: Sequence[str]) -> None:
+    from ..errors import RuleError
+    from ..lang.library import looks_like_path
+    from ..lang.loader import resolve_path
+
     for rule in rules:
-        looks_like_path = rule.endswith((".yaml", ".yml")) or os.sep in rule or "/" in rule
-        if looks_like_path and not Path(rule).is_file():
-            raise ExplainError(f"rule file not found: {rule}")
+        if looks_like_path(rule):
+            try:
+                resolve_path(rule)
+            except RuleError as e:
+                raise ExplainError(e.message + (f" ({e.hint})" if e.hint else "")) from None
+
+
+def check_output(path: str | os.PathLike, mkdir: bool = False, create: bool = False) -> None:
+    """The PNG's folder must exist, or (`mkdir`) be one missing level under an existing folder: never a chain of
+    folders. `create` makes that level (the check alone runs before any work, the creation after it)."""
+    folder = Path(path).parent
+    if folder.is_dir():
+        return
+    if folder.exists():
+        raise ExplainError(f"cannot write {path}: {folder} is not a folder")
+    if not mkdir:
+        raise ExplainError(
+            f"output folder {folder} does not exist (create it, or add --mkdir to create that one level)"
+        )
+    if not folder.parent.is_dir():
+        raise ExplainError(f"output folder {folder} cannot be created: its parent {folder.parent} does not exist")
+    if create:
+        try:
+            folder.mkdir()
+        except OSError as e:
+            raise ExplainError(f"cannot create output folder {folder}: {e.strerror}") from None
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..models import builtin_model, model_info
+    from ..models.checks import check_input
 
     _check_rule_paths(args.rules)
     if not str(args.output).lower().endswith(".png"):
         raise ExplainError(f"output must be a .png file, got {args.output}")
+    check_output(args.output, args.mkdir)  # before any work; the folder is created only once all else is done
     if args.cell < 16:
         raise ExplainError(f"--cell must be at least 16 pixels, got {args.cell}")
     info = model_info(args.model)  # unknown model -> ModelError with did-you-mean
     model = builtin_model(args.model, weights=args.weights)
     x, display, names, labels = prepare_inputs(info, args.image, args.data, args.n)
+    check_input(model, x)  # a built-in model knows its data set
     with torch.no_grad():
         logits = model(x)
     n_classes = logits.shape[1]
@@ -259,6 +308,7 @@ def run(args: argparse.Namespace) -> int:
         att = att.detach() if hasattr(att, "detach") else torch.as_tensor(att)
         if tuple(att.shape) != tuple(x.shape):
             raise RulelangError(f"{rule}: attribution has shape {list(att.shape)}, expected {list(x.shape)}")
+        check_finite(rule, att)
         attributions[rule] = att
     titles = []
     for j, name in enumerate(names):
@@ -266,6 +316,7 @@ def run(args: argparse.Namespace) -> int:
         if args.target is not None:
             parts.append(f"expl {args.target}")
         titles.append(", ".join(parts))
+    check_output(args.output, args.mkdir, create=True)
     w, h = draw_grid(
         display, attributions, args.output, titles=titles, cell=args.cell, cmap=args.cmap, percentile=args.percentile
     )
@@ -273,4 +324,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["ExplainError", "add_arguments", "draw_grid", "grid_pixel_size", "load_image", "prepare_inputs", "run"]
+__all__ = [
+    "ExplainError",
+    "add_arguments",
+    "check_finite",
+    "check_output",
+    "draw_grid",
+    "grid_pixel_size",
+    "load_image",
+    "prepare_inputs",
+    "run",
+]

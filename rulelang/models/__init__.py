@@ -140,10 +140,15 @@ def _read_state_dict(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"weights file not found: {path}")
+    kind = _sniff(path)
+    if kind is not None:
+        raise ModelError(f"weights file {path} is {kind}, not a state_dict saved with torch.save (.pt / .pth)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # not a torch file, truncated, pickled code ...
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights_only" in str(e):  # torch's advice to unpickle arbitrary code: never the right fix here
+            msg = "it holds Python objects other than tensors (rulelang loads plain state_dicts only)"
         raise ModelError(f"cannot read weights file {path}: {msg}") from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model_state_dict", "model"):
@@ -155,6 +160,22 @@ def _read_state_dict(path: str | os.PathLike) -> dict:
     if obj and all(k.startswith("module.") for k in obj):  # saved from DataParallel
         obj = {k[len("module.") :]: v for k, v in obj.items()}
     return obj
+
+
+def _sniff(path: Path) -> str | None:
+    """What a file that cannot be a torch checkpoint is ("an empty file", "a text file"), else None."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80" or b"\x00" in head:  # zip, pickle, binary
+        return None
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 4:  # binary, not text cut in the middle of a character
+            return None
+    return "a text file"
 
 
 def _listing(keys: list[str], limit: int = 3) -> str:
@@ -212,6 +233,8 @@ def builtin_model(name: str, weights: str | os.PathLike | None = None, **kwargs:
                 f"the trained weights of {name} are missing ({path}); run examples/train_builtin_models.py"
             )
         load_weights(model, path, name)
+        info = BUILTIN_MODELS[name][1]  # the model knows its data set (rulelang.models.checks)
+        model.rulelang_model, model.rulelang_data, model.rulelang_input_shape = name, info.data, info.input_shape
         return model.eval()
     if name not in _torchvision_names():
         raise _unknown(name)

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_input
+
 __all__ = ["DigitsCNN", "DigitsResNet", "DigitsVGG16", "BasicBlock"]
 
 
@@ -56,6 +58,7 @@ class DigitsCNN(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(self, x)
         return self.classifier(self.features(x))
 
 
@@ -105,6 +108,7 @@ class DigitsResNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(self, x)
         x = F.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
         x = torch.flatten(self.avgpool(x), 1)
@@ -162,4 +166,5 @@ class DigitsVGG16(nn.Module):
         nn.init.normal_(self.classifier[-1].weight, 0, 0.01)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(self, x)
         return self.classifier(self.features(x))
