@@ -47,6 +47,9 @@ class ShapeChecker(fx.Interpreter):
         for x, pos, op, i in n.meta.get("rule_results", ()):
             expected = tuple(x.meta["tensor_meta"].shape)
             got = tuple(value.shape) if isinstance(value, torch.Tensor) else None
+            if got != expected and i < 0:  # `init:` (shaped like the output) or `final:` (like the input)
+                what = "model output" if op == "init:" else "model input"
+                raise error_at(pos, f"`{op}` gives a value of shape {got}, but the {what} has shape {expected}")
             if got != expected:
                 which = f"input {i} ({x.name})" if i else f"its input ({x.name})"
                 raise error_at(

@@ -200,7 +200,9 @@ class Explainer(nn.Module):
             seeds = {}
             for s, block in rf.init:
                 v = init_scope.block(block)
-                seeds[(s, og.output)] = v if isinstance(v, fx.Node) else em.call(torch.full_like, y, float(v))
+                v = v if isinstance(v, fx.Node) else em.call(torch.full_like, y, float(v))
+                v.meta.setdefault("rule_results", []).append((og.output, block.result.pos or block.pos, "init:", -1))
+                seeds[(s, og.output)] = v
         else:
             op = og.op(key.at)  # type: ignore[arg-type]
             seeds = {(s, op.out): injected for s in rf.streams}
@@ -217,6 +219,8 @@ class Explainer(nn.Module):
         attribution = final_scope.block(rf.final)
         if not isinstance(attribution, fx.Node):
             attribution = em.call(torch.full_like, x, float(attribution))
+        where = rf.final.result.pos or rf.final.pos
+        attribution.meta.setdefault("rule_results", []).append((og.input, where, "final:", -1))
         wanted = key.keep
         rel_out = {
             name: (r[rf.streams[0]] if len(rf.streams) == 1 else r)
