@@ -7,8 +7,11 @@ import torch
 from torch import nn
 
 
-def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
-    """In place: biases ~ 0.1·N(0,1); BatchNorm gamma ~ U(0.5, 1.5), beta ~ 0.1·N, mean ~ 0.1·N, var ~ U(0.5, 1.5)."""
+def randomize_(model: nn.Module, seed: int = 0, bias: bool = True) -> nn.Module:
+    """In place: biases ~ 0.1·N(0,1); BatchNorm gamma ~ U(0.5, 1.5), beta ~ 0.1·N, mean ~ 0.1·N, var ~ U(0.5, 1.5).
+
+    With `bias=False` BatchNorm's beta and running mean are set to zero (a folded BatchNorm adds no bias).
+    """
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for m in model.modules():
@@ -21,4 +24,8 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
                     m.bias.copy_(0.1 * torch.randn(n, generator=g))
                 m.running_mean.copy_(0.1 * torch.randn(n, generator=g))
                 m.running_var.copy_(0.5 + torch.rand(n, generator=g))
+                if not bias:
+                    m.running_mean.zero_()
+                    if m.affine:
+                        m.bias.zero_()
     return model

@@ -1,0 +1,66 @@
+"""Time of `rulelang test` (every property, CI profile) over the whole rule library, per file and in total.
+
+    python benchmarks/rule_tests_time.py [--profile ci] [--rules a,b] [--conservation]
+
+Prints one JSON object: seconds per file and in total, each file's property outcomes, and with
+`--conservation` also whether every library rule conserves relevance on bias-free models (the `conserves`
+property forced on, whether or not the file declares it) - how the library's `conserves: true` were decided.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="ci", choices=("ci", "dev"))
+    parser.add_argument("--rules", default=None, help="comma-separated names (default: the whole library)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--conservation", action="store_true", help="also force `conserves` on every rule")
+    args = parser.parse_args()
+
+    import torch
+
+    from rulelang.lang import library
+    from rulelang.testing import runner
+
+    torch.set_num_threads(1)
+    names = args.rules.split(",") if args.rules else library.list_rules()
+    start = time.perf_counter()
+    files: dict[str, dict] = {}
+    for name in names:
+        t = time.perf_counter()
+        results = runner.check(name, profile=args.profile, seed=args.seed)
+        files[name] = {
+            "seconds": round(time.perf_counter() - t, 2),
+            "results": {r.prop: r.status + (f" ({r.examples})" if r.status == "passed" else "") for r in results},
+            "failures": {r.prop: r.reason for r in results if r.status == "failed"},
+        }
+    total = time.perf_counter() - start
+    out: dict = {
+        "what": f"rulelang test, profile {args.profile}, seed {args.seed}, whole library"
+        if not args.rules
+        else "subset",
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "total_seconds": round(total, 1),
+        "files": files,
+    }
+    if args.conservation:
+        forced = runner.Property("conserves", runner.P.conserves, lambda rf, ref: None, bias=False)
+        out["conservation_on_bias_free_models"] = {}
+        for name in names:
+            r = runner.check_property(name, forced, profile=args.profile, seed_=args.seed)
+            out["conservation_on_bias_free_models"][name] = r.status + (": " + r.reason if r.reason else "")
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
