@@ -273,3 +273,32 @@ def test_moving_the_explainer_rebuilds_its_graphs() -> None:
     a64 = explainer(x.double(), target=1)
     assert a64.dtype == torch.float64
     assert torch.allclose(a64.float(), a32, rtol=1e-4, atol=1e-6)
+
+
+def test_public_inspection_surface(fnet) -> None:
+    """What fitting, checks and the analysis use instead of private methods: typed graph keys, activations,
+    node parameters (BatchNorm folded), a node's own layer as a function, output shapes."""
+    from rulelang.compiler.keys import GraphKey
+
+    model, x = fnet
+    explainer = rulelang.compile(model, "gradient", example_input=x)
+    assert explainer.build(GraphKey("explain")) is explainer.build(GraphKey("explain"))  # cached per key
+    with pytest.raises(ValueError):
+        GraphKey("propagate")  # propagate needs `at`
+    assert explainer.shapes["conv3"] == (3, 6, 8, 8) and list(explainer.shapes) == explainer.nodes
+    assert explainer.num_classes == 5
+    acts = explainer.activations(x, ["conv1", "fc"])
+    assert torch.allclose(acts["conv1"][0], x) and torch.allclose(acts["conv1"][1], model.conv1(x))
+    assert torch.allclose(acts["fc"][1], model(x))
+    params = explainer.node_parameters(["conv2", "fc"])
+    bn = model.bn
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    assert torch.allclose(params["conv2"]["w"], model.conv2.weight * scale[:, None, None, None])
+    assert torch.allclose(params["fc"]["b"], model.fc.bias)
+    layer = explainer.layer_function("fc")
+    h = torch.randn(3, 96, dtype=torch.float64)
+    assert torch.allclose(layer(h, params["fc"]["w"]), h @ model.fc.weight.T)  # bias 0
+    with pytest.raises(ExplainError, match="no weights"):
+        explainer.layer_function("relu")
+    with pytest.raises(ExplainError, match="no node named"):
+        explainer.activations(x, ["nope"])
