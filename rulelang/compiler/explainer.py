@@ -123,12 +123,11 @@ class Explainer(nn.Module):
         self._snapshot = ModelSnapshot(self._source.model if self._source is not None else graph.gm)
         out = graph.output.meta.get("tensor_meta")
         self._classes = int(out.shape[1]) if out is not None and len(out.shape) > 1 else 1
-        self._example_shape = (
-            tuple(graph.input.meta.get("tensor_meta").shape) if "tensor_meta" in graph.input.meta else None
-        )
+        inp = graph.input.meta.get("tensor_meta")
+        self._example_shape = tuple(inp.shape) if inp is not None else None
 
     # ------------------------------------------------------------------------------------------- building
-    def _apply(self, fn, recurse=True):  # type: ignore[override]
+    def _apply(self, fn, recurse=True):
         self._forget()  # graphs hold references to tensors that .to()/.double() replace
         return super()._apply(fn, recurse)
 
@@ -207,12 +206,14 @@ class Explainer(nn.Module):
             op = og.op(key.at)  # type: ignore[arg-type]
             seeds = {(s, op.out): injected for s in rf.streams}
         at_input, kept = lw.relevance(seeds, key.keep is not False)
+        final_names: dict[str, Callable[[], Any]] = {
+            "x": lambda: x,
+            "x0": lambda: _reference_value(lw, og.input),
+        }
+        for s, v in at_input.items():
+            final_names[s] = _constant(v)
         final_scope = lw.io_scope(
-            {
-                "x": lambda: x,
-                "x0": lambda: _reference_value(lw, og.input),
-                **{s: (lambda v=v: v) for s, v in at_input.items()},
-            },
+            final_names,
             like=lambda: x,
             where="in `final:`",
         )
@@ -544,6 +545,10 @@ class Explainer(nn.Module):
     def nodes(self) -> list[str]:
         """Names of the model's ops, in execution order."""
         return [op.name for op in self._graph.ops]
+
+
+def _constant(v: Any) -> Callable[[], Any]:
+    return lambda: v
 
 
 def _rule_where(rule: A.Rule) -> str:

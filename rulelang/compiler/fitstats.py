@@ -44,7 +44,7 @@ class PatternStats:
         """One batch: `layer(t, w)` the op without bias, `x` its input; `mask` (like the output, bool) or None."""
         x = x.detach().double()
         with torch.enable_grad():
-            y, pullback = torch.func.vjp(lambda w: layer(x, w), self.w)
+            y, pullback = torch.func.vjp(lambda w: layer(x, w), self.w)[:2]
         m = torch.ones_like(y) if mask is None else mask.to(y.dtype)
         out = y.shape[1]
         per_unit = lambda t: t.movedim(self.unit_dim, 0).reshape(out, -1).sum(1)  # noqa: E731
@@ -84,4 +84,8 @@ def load_fitted(path: str | Path) -> dict[tuple[str, str], torch.Tensor]:
         ) from None
     if not isinstance(blob, dict) or blob.get("rulelang_fit") != 1:
         raise RulelangError(f"{path} is not a rulelang fitted-statistics file (save one with explainer.save_fitted)")
-    return {tuple(k.split("/", 1)): v for k, v in blob["fitted"].items()}  # type: ignore[misc]
+    out: dict[tuple[str, str], torch.Tensor] = {}
+    for k, v in blob["fitted"].items():
+        name, node = k.split("/", 1)
+        out[(name, node)] = v
+    return out

@@ -30,8 +30,8 @@ Target = int | Sequence[int] | torch.Tensor | None
 def _describe_hook(hook: Callable[..., Any]) -> str:
     name = getattr(hook, "__qualname__", None) or type(hook).__name__
     try:
-        file = inspect.getsourcefile(hook)  # type: ignore[arg-type]
-        line = inspect.getsourcelines(hook)[1]  # type: ignore[arg-type]
+        file = inspect.getsourcefile(hook)
+        line = inspect.getsourcelines(hook)[1]
         return f"`{name}` ({str(file).rsplit('/', 1)[-1]}:{line})"
     except (TypeError, OSError):
         return f"`{name}`"
