@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from ..errors import RuleError
 from ..lang import library
@@ -47,8 +48,8 @@ def summary(rf: RuleFile, shown: str) -> str:
     return f"{shown}: ok  {rf.name} \u2014 {', '.join(parts)}"
 
 
-def _params(items: list[str]) -> dict[str, object]:
-    out: dict[str, object] = {}
+def _params(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():

@@ -11,6 +11,7 @@ import argparse
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -154,7 +155,7 @@ def grid_pixel_size(n_rules: int, n_images: int, cell: int = 128) -> tuple[int, 
 
 def draw_grid(
     images,
-    attributions: Mapping[str, object],
+    attributions: Mapping[str, Any],
     path: str | os.PathLike,
     titles: Sequence[str] | None = None,
     cell: int = 128,

@@ -67,8 +67,8 @@ def _grey_digits() -> tuple[np.ndarray, np.ndarray]:
     bunch = load_digits()
     images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0)[:, None]  # N×1×8×8 in [0, 1]
     images = F.interpolate(images, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
-    images = images.clamp_(0.0, 1.0)[:, 0].numpy()
-    return np.ascontiguousarray(images), bunch.target.astype(np.int64)
+    grey = images.clamp_(0.0, 1.0)[:, 0].numpy()
+    return np.ascontiguousarray(grey), bunch.target.astype(np.int64)
 
 
 @functools.cache

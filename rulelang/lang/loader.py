@@ -508,7 +508,7 @@ def _merge(chain: list[_Raw], overrides: dict[str, Any]) -> RuleFile:
         define=tuple(define.items()),
         streams=streams,
         init=init,
-        final=final,
+        final=final,  # type: ignore[arg-type]  # first("final") is a file that gives one
         rules=tuple(rules),
         default=default,
         reference=ref_raw.reference if ref_raw else None,

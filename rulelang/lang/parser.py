@@ -70,41 +70,41 @@ class _ToAst(Transformer):
         super().__init__()
         self.loc, self.base = loc, base
 
-    def _pos(self, meta):  # type: ignore[no-untyped-def]
+    def _pos(self, meta):
         return self.loc.pos(self.base + meta.start_pos, self.base + meta.end_pos)
 
     def _err(self, message: str, offset: int, hint: str | None = None) -> RuleError:
         return self.loc.error(message, self.base + offset, hint)
 
     # expressions
-    def number(self, meta, ch):  # type: ignore[no-untyped-def]
+    def number(self, meta, ch):
         value = float(ch[0])
         if math.isinf(value):
             raise self._err(f"number `{ch[0]}` is too large", ch[0].start_pos)
         return Num(value, self._pos(meta))
 
-    def name(self, meta, ch):  # type: ignore[no-untyped-def]
+    def name(self, meta, ch):
         return Name(str(ch[0]), self._pos(meta))
 
-    def binary(self, meta, ch):  # type: ignore[no-untyped-def]
+    def binary(self, meta, ch):
         return Binary(str(ch[1]), ch[0], ch[2], self._pos(meta))
 
-    def unary(self, meta, ch):  # type: ignore[no-untyped-def]
+    def unary(self, meta, ch):
         return Unary(str(ch[0]), ch[1], self._pos(meta))
 
-    def attr(self, meta, ch):  # type: ignore[no-untyped-def]
+    def attr(self, meta, ch):
         return Attr(ch[0], str(ch[1]), self._pos(meta))
 
-    def index(self, meta, ch):  # type: ignore[no-untyped-def]
+    def index(self, meta, ch):
         return Index(ch[0], ch[1], self._pos(meta))
 
-    def kwarg(self, meta, ch):  # type: ignore[no-untyped-def]
+    def kwarg(self, meta, ch):
         return _Kw(str(ch[0]), ch[1], ch[0].start_pos)
 
-    def args(self, meta, ch):  # type: ignore[no-untyped-def]
+    def args(self, meta, ch):
         return list(ch)
 
-    def call(self, meta, ch):  # type: ignore[no-untyped-def]
+    def call(self, meta, ch):
         args: list[Expr] = []
         kwargs: list[tuple[str, Expr]] = []
         for a in ch[1] or []:
@@ -130,14 +130,14 @@ class _ToAst(Transformer):
         return 0
 
     # statements
-    def assign(self, meta, ch):  # type: ignore[no-untyped-def]
+    def assign(self, meta, ch):
         return Assign(str(ch[0]), ch[1], self._pos(meta))
 
-    def bare(self, meta, ch):  # type: ignore[no-untyped-def]
+    def bare(self, meta, ch):
         return ch[0]
 
     # selectors
-    def sel_word(self, meta, ch):  # type: ignore[no-untyped-def]
+    def sel_word(self, meta, ch):
         word = str(ch[0])
         if word in K.POSITIONS:
             return Position(word, self._pos(meta))
@@ -152,20 +152,20 @@ class _ToAst(Transformer):
             ) from None
         return Kind(word, self._pos(meta))
 
-    def sel_call(self, meta, ch):  # type: ignore[no-untyped-def]
+    def sel_call(self, meta, ch):
         if str(ch[0]) != "name":
             raise self._err(
                 f"unknown selector function `{ch[0]}`", ch[0].start_pos, 'the only selector function is `name("glob")`'
             )
         return NameGlob(str(ch[1])[1:-1], self._pos(meta))
 
-    def sel_or(self, meta, ch):  # type: ignore[no-untyped-def]
+    def sel_or(self, meta, ch):
         return Or(ch[0], ch[2], self._pos(meta))
 
-    def sel_and(self, meta, ch):  # type: ignore[no-untyped-def]
+    def sel_and(self, meta, ch):
         return And(ch[0], ch[2], self._pos(meta))
 
-    def sel_not(self, meta, ch):  # type: ignore[no-untyped-def]
+    def sel_not(self, meta, ch):
         return Not(ch[1], self._pos(meta))
 
 
@@ -226,9 +226,10 @@ def _expected(names: set[str], what: str) -> str:
 
 def _syntax_error(e: UnexpectedInput, loc: Located, base: int, piece: str, what: str) -> RuleError:
     if isinstance(e, UnexpectedCharacters):
-        ch = piece[e.pos_in_stream]
+        at = e.pos_in_stream or 0
+        ch = piece[at]
         hint = _CHAR_HINTS.get(ch) or _expected(set(e.allowed or ()), what) or None
-        return loc.error(f"unexpected character `{ch}`", base + e.pos_in_stream, hint)
+        return loc.error(f"unexpected character `{ch}`", base + at, hint)
     if isinstance(e, UnexpectedToken):
         expected = set(getattr(e, "accepts", None) or e.expected)
         hint = _expected(expected, what) or None
@@ -269,7 +270,7 @@ def _too_deep(tree: Tree) -> int | None:
     return None
 
 
-def _parse(loc: Located, start: int, end: int, rule: str, what: str):  # type: ignore[no-untyped-def]
+def _parse(loc: Located, start: int, end: int, rule: str, what: str):
     piece = loc.text[start:end]
     try:
         tree = lark_parser().parse(piece, start=rule)
@@ -306,7 +307,7 @@ class _Offsets(Located):
 _ASTS: dict[tuple[str, str], object] = {}
 
 
-def _cached_ast(loc: Located, start: int, end: int, rule: str, what: str):  # type: ignore[no-untyped-def]
+def _cached_ast(loc: Located, start: int, end: int, rule: str, what: str):
     """`_parse`, with the AST of each distinct text built once and then only moved to its file position."""
     piece = loc.text[start:end]
     key = (piece, rule)
@@ -326,7 +327,7 @@ def _cached_ast(loc: Located, start: int, end: int, rule: str, what: str):  # ty
 Mover = Callable[[Pos | None], Pos | None]
 
 
-def _relocate(node, loc: Located, base: int):  # type: ignore[no-untyped-def]
+def _relocate(node, loc: Located, base: int):
     """A copy of an offset-positioned AST with file positions (offset + `base` in `loc`)."""
 
     def move(p: Pos | None) -> Pos | None:
@@ -335,13 +336,13 @@ def _relocate(node, loc: Located, base: int):  # type: ignore[no-untyped-def]
     return _move(node, move)
 
 
-def _move(n, f: Mover):  # type: ignore[no-untyped-def]
+def _move(n, f: Mover):
     return _MOVES[type(n)](n, f)
 
 
 #: AST class -> how to copy one node with moved positions (one line per node type, no reflection: this runs
 #: once per node of every expression of a file)
-_MOVES: dict[type, Callable] = {  # type: ignore[type-arg]
+_MOVES: dict[type, Callable] = {
     Num: lambda n, f: Num(n.value, f(n.pos)),
     Name: lambda n, f: Name(n.id, f(n.pos)),
     Attr: lambda n, f: Attr(_move(n.value, f), n.attr, f(n.pos)),

@@ -52,7 +52,7 @@ class DigitsCNN(nn.Module):
         for m in self.modules():  # torchvision VGG's initialisation
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+                nn.init.zeros_(m.bias)  # type: ignore[arg-type]
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
@@ -162,8 +162,8 @@ class DigitsVGG16(nn.Module):
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-        nn.init.normal_(self.classifier[-1].weight, 0, 0.01)
+                nn.init.zeros_(m.bias)  # type: ignore[arg-type]
+        nn.init.normal_(self.classifier[-1].weight, 0, 0.01)  # type: ignore[arg-type]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(self, x)
