@@ -248,9 +248,10 @@ def explain(fact: BodyFact, rule: A.Rule) -> str | None:
         if fact.difference:
             a = "?" if fact.alpha is None else S_num(fact.alpha)
             b = "?" if fact.beta is None else S_num(fact.beta)
+            ctx = fact.context
+            part = f"`{format_expr(ctx.right)}` is subtracted" if isinstance(ctx, A.Binary) and ctx.op == "-" else ""
             return (
-                f"difference of two non-negative maps (α = {a}, β = {b}) in "
-                f"`{format_expr(fact.context)}`, {where(fact.context, rule)}"  # type: ignore[arg-type]
+                f"difference of two non-negative maps (α = {a}, β = {b}): {part or 'see the body'}, {where(ctx, rule)}"
             )
         if fact.note is not None:
             ctx = fact.note.context

@@ -97,7 +97,13 @@ class TheoryResult:
 
     def __str__(self) -> str:
         lines = [f"{self.verdict} — {self.summary}"]
-        lines += [f"  {r.text()}" for r in self.rows if r.role != "chain" or not r.nonnegative]
+        groups: dict[str, list[str]] = {}
+        for r in self.rows:
+            if r.role == "chain" and r.nonnegative:
+                continue
+            fate = r.sign if r.linearity == "linear" else r.linearity
+            groups.setdefault(f"{fate}" + (f" — {r.why}" if r.why and not r.nonnegative else ""), []).append(r.label)
+        lines += [f"  {', '.join(labels)}: {fate}" for fate, labels in groups.items()]
         return "\n".join(lines)
 
 
@@ -166,7 +172,7 @@ def theory(rf: A.RuleFile) -> TheoryResult:
         summary = f"at {brk.label}: {brk.why}"
     elif all(r.nonnegative for r in chain):
         verdict = "nonnegative-chain"
-        summary = f"every hidden map ({', '.join(r.label for r in chain)}) is linear and non-negative: {THEOREM}"
+        summary = f"every hidden map of a ReLU network is linear and non-negative: {THEOREM}"
     else:
         brk = next(r for r in chain if not r.nonnegative)
         verdict = "mixed"

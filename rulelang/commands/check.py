@@ -30,6 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override a parameter (repeatable), e.g. -p eps=1e-3",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only errors and warnings")
+    parser.add_argument(
+        "--theory",
+        action="store_true",
+        help="also print each file's static verdict without a model (nonnegative-chain, mixed, "
+        "positively-homogeneous, nonlinear) under the standard assumptions: hidden-layer inputs non-negative, "
+        "network input signed",
+    )
 
 
 def summary(rf: RuleFile, shown: str) -> str:
@@ -59,6 +66,13 @@ def _params(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _theory(rf: RuleFile) -> str:
+    """The static verdict of a rule file at synthetic nodes (rulelang/analysis/synthetic.py), indented."""
+    from ..analysis.synthetic import theory
+
+    return "\n".join("  " + line for line in f"theory: {theory(rf)}".splitlines())
+
+
 def run(args: argparse.Namespace) -> int:
     params = _params(args.param)
     files = args.files or [str(p) for p in library.rule_files()]
@@ -74,4 +88,6 @@ def run(args: argparse.Namespace) -> int:
             failed = True
         elif not args.quiet:
             print(summary(rf, f))
+        if rf is not None and getattr(args, "theory", False):
+            print(_theory(rf))
     return 1 if failed else 0
