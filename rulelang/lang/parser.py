@@ -8,6 +8,7 @@ AST node's `pos` is a file position; syntax errors are `RuleError`s with a human
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -386,7 +387,42 @@ def parse_selector(
     loc = _located(text, path, line, col, located)
     if not _strip_comments(loc.text).strip():
         raise loc.error("empty selector", 0, 'expected an op kind, `first`, `last` or `name("glob")`')
-    return _cached_ast(loc, 0, len(loc.text), "sel_start", "selector")
+    return _simple_selector(loc) or _cached_ast(loc, 0, len(loc.text), "sel_start", "selector")
+
+
+_SEL_ATOM = r"""(?:name\s*\(\s*(?:"[^"\n]*"|'[^'\n]*')\s*\)|[A-Za-z_][A-Za-z_0-9]*)"""
+_SIMPLE_SELECTOR = re.compile(rf"\s*{_SEL_ATOM}(?:\s*([&|])\s*{_SEL_ATOM})?(?:\s*\1\s*{_SEL_ATOM})*\s*")
+_SEL_TOKEN = re.compile(rf"{_SEL_ATOM}")
+
+
+def _simple_selector(loc: Located) -> Selector | None:
+    """The common selectors (`relu`, `first & conv`, `name("fc*") & dense`, `a | b | c`: atoms joined by one
+    operator) without the parser, the same AST and positions; None for anything else (the parser's job,
+    including every error)."""
+    text = loc.text
+    m = _SIMPLE_SELECTOR.fullmatch(text)
+    if m is None:
+        return None
+    out: Selector | None = None
+    for tok in _SEL_TOKEN.finditer(text):
+        word = tok.group()
+        s, e = tok.span()
+        if word.startswith("name") and word.endswith(")"):
+            quoted = word[word.index("(") + 1 : word.rindex(")")].strip()
+            atom: Selector = NameGlob(quoted[1:-1], loc.pos(s, e))
+        elif word in K.POSITIONS:
+            atom = Position(word, loc.pos(s, e))
+        else:
+            try:
+                K.expand(word)
+            except KeyError:
+                return None  # the parser reports the unknown kind
+            atom = Kind(word, loc.pos(s, e))
+        if out is None:
+            out, first = atom, s
+        else:  # left-associative, as the grammar: every chained node starts at the first atom
+            out = (And if m.group(1) == "&" else Or)(out, atom, loc.pos(first, e))
+    return out
 
 
 def statements(text: str) -> list[tuple[int, int]]:

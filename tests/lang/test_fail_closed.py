@@ -235,3 +235,31 @@ def test_coverage_agrees_with_brute_force(selectors: list) -> None:
         expected = bool(selectors[:k]) and _brute_covered(s, selectors[:k])
         assert cov.shadowed(s) == expected, (s, selectors[:k])
         cov.add(s)
+
+
+_simple_atoms = st.one_of(
+    st.sampled_from(sorted(KINDS | set(ALIASES) | {"first", "last", "nope"})),
+    st.sampled_from(['name("fc*")', "name( 'b?' )", 'name("")']),
+)
+
+
+@given(st.lists(_simple_atoms, min_size=1, max_size=5), st.sampled_from(["&", "|", " & ", "  |  "]), st.booleans())
+def test_simple_selector_fast_path_equals_the_parser(atoms_: list[str], op: str, pad: bool) -> None:
+    """The regex fast path for `a & b & c` / `a | b` selectors builds the parser's AST, positions included."""
+    from rulelang.lang.parser import _cached_ast, _located, _simple_selector
+
+    text = (" " if pad else "") + op.join(atoms_)
+    loc = _located(text, "f.yaml", 4, 12, None)
+    fast = _simple_selector(loc)
+    try:
+        slow = _cached_ast(loc, 0, len(text), "sel_start", "selector")
+    except RuleError:
+        assert fast is None  # every error is the parser's
+        return
+    assert fast is not None and fast == slow
+
+    def positions(s) -> list:  # type: ignore[no-untyped-def]
+        kids = [getattr(s, k) for k in ("left", "right", "operand") if hasattr(s, k)]
+        return [(type(s).__name__, s.pos)] + [p for k in kids for p in positions(k)]
+
+    assert positions(fast) == positions(slow)
