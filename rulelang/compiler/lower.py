@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 
+from ..errors import CompileError
 from ..graph.catalog import INPLACE_FUNCTIONS, INPLACE_METHODS, output_nonneg
 from ..graph.ir import Op, OpGraph
 from ..lang import ast as A
@@ -325,6 +326,25 @@ class NodeScope:
                 return 0.0
             s = lw.em.call(torch.full_like, lw.value(op.out), float(s))
         return self.impl.vjp(lw, op, s, self.i, kw.get("w"), kw.get("b"))
+
+    def vjp_frozen(self, e: A.Call, sc: Scope) -> Value:
+        """`vjp_frozen(s)`: the vjp with the op's input statistics (a norm's scale) held constant."""
+        lw, op = self.lw, self.op
+        s = sc.eval(e.args[0])
+        if not isinstance(s, fx.Node):
+            if s == 0:
+                return 0.0
+            s = lw.em.call(torch.full_like, lw.value(op.out), float(s))
+        try:
+            return self.impl.vjp_frozen(lw, op, s, self.i)
+        except CompileError as err:
+            raise error_at(e, str(err)) from None
+
+    def uniform(self, e: A.Call, sc: Scope) -> Value:
+        """`uniform(t)`: `t` shared equally among the op's activation inputs (t / their number)."""
+        t = sc.eval(e.args[0])
+        n = len(self.op.inputs)
+        return t if n == 1 else self.lw.em.call(operator.truediv, t, float(n))
 
 
 def _constant(v: Value) -> Callable[[], Value]:

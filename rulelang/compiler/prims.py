@@ -238,3 +238,27 @@ def avg_pool2d_vjp(
     return torch.ops.aten.avg_pool2d_backward(
         s.to(x.dtype), x, pair(kernel), pair(stride), pair(padding), ceil_mode, count_include_pad, divisor_override
     )
+
+
+def norm_frozen_vjp(s: torch.Tensor, x: torch.Tensor, mode: str, arg: int, weight: Any, eps: Any) -> torch.Tensor:
+    """The vjp of a normalisation with its scale (1/std or 1/rms, from the forward input `x`) held constant.
+
+    `mode` "layer": layer norm over the last `arg` dims, `(x - mean) / std * weight + bias`, held linear as
+    `center(t) / std * weight` (the mean subtraction stays a linear map); "group": group norm with `arg` groups
+    over dim 1 (instance norm: one group per channel); "rms": RMS norm over the last `arg` dims (no centring).
+    """
+    s = s.to(x.dtype)
+    if mode == "group":
+        n, c = x.shape[:2]
+        g = s if weight is None else s * weight.reshape((1, c) + (1,) * (x.dim() - 2))
+        xg = x.reshape(n, arg, -1)
+        scale = torch.rsqrt(xg.var(-1, unbiased=False, keepdim=True) + eps)
+        gg = g.reshape(n, arg, -1) * scale
+        return (gg - gg.mean(-1, keepdim=True)).reshape(x.shape)
+    dims = tuple(range(x.dim() - arg, x.dim()))
+    g = s if weight is None else s * weight
+    if mode == "rms":
+        eps = torch.finfo(x.dtype).eps if eps is None else eps
+        return g * torch.rsqrt(x.pow(2).mean(dims, keepdim=True) + eps)
+    g = g * torch.rsqrt(x.var(dims, unbiased=False, keepdim=True) + eps)
+    return g - g.mean(dims, keepdim=True)

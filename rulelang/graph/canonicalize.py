@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch.fx as fx
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..errors import CompileError
 from ..lang.kinds import Kind
-from .catalog import describe_target, node_kind, source_line
+from .catalog import batch_norm_is_affine, describe_target, node_kind, source_line
 from .ir import Op, OpGraph
 from .trace import is_tensor_node
 
@@ -133,13 +134,24 @@ def _module_path(n: fx.Node) -> str | None:
 
 
 def _foldable(prev: Op, src: fx.Node, bn: fx.Node, gm: fx.GraphModule) -> bool:
-    """A BatchNorm module right after a conv/dense module whose output nothing else reads."""
+    """A BatchNorm (module, or eval-form F.batch_norm) right after a conv/dense module whose output nothing else
+    reads."""
     if prev.kind not in (Kind.CONV, Kind.DENSE) or prev.fold is not None or prev.pick is not None:
         return False
-    if prev.node.op != "call_module" or len(src.users) != 1 or bn.op != "call_module":
+    if prev.node.op != "call_module" or not _only_tensor_user(src, bn):
         return False
-    m = gm.get_submodule(bn.target)
+    if bn.op == "call_function":
+        return bn.target is F.batch_norm and batch_norm_is_affine(bn)
+    if bn.op != "call_module":
+        return False
+    m = gm.get_submodule(str(bn.target))
     return isinstance(m, _BN) and m.running_mean is not None and m.running_var is not None
+
+
+def _only_tensor_user(src: fx.Node, user: fx.Node) -> bool:
+    """Whether `user` is the only consumer of `src`'s values (other users only read its shape, e.g. timm's
+    `_assert(x.ndim == 4)`)."""
+    return all(u is user or not (is_tensor_node(u) or _is_tuple_of_tensors(u)) for u in src.users)
 
 
 def _mark_positions(graph: OpGraph) -> None:

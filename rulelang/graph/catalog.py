@@ -85,7 +85,14 @@ SPECS: dict[Kind, KindSpec] = {
             jacobian_sign="weights",
         ),
         KindSpec(Kind.DENSE, modules=(nn.Linear,), functions=(F.linear,), jacobian_sign="weights"),
-        KindSpec(Kind.AFFINE, modules=(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d), jacobian_sign="weights"),
+        # F.batch_norm in eval form (timm's BatchNormAct2d); with training=True it normalises by batch statistics
+        # and is `other` (see node_kind)
+        KindSpec(
+            Kind.AFFINE,
+            modules=(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d),
+            functions=(F.batch_norm,),
+            jacobian_sign="weights",
+        ),
         KindSpec(
             Kind.RELU,
             modules=(nn.ReLU,),
@@ -227,6 +234,8 @@ SPECS: dict[Kind, KindSpec] = {
             ),
             methods=(
                 "view",
+                torch.unflatten,
+                torch.roll,
                 "reshape",
                 "flatten",
                 "permute",
@@ -246,6 +255,10 @@ SPECS: dict[Kind, KindSpec] = {
             ),
             **_ROUTING,
         ),
+                "unflatten",
+                "expand",
+                "expand_as",
+                "roll",
         KindSpec(
             Kind.DROPOUT,
             modules=(nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout),
@@ -273,7 +286,6 @@ SPECS: dict[Kind, KindSpec] = {
                 nn.RMSNorm,
             ),
             functions=(F.layer_norm, F.group_norm, F.instance_norm, F.local_response_norm, F.rms_norm),
-            generic=True,
         ),
         KindSpec(
             Kind.MATMUL,
@@ -330,6 +342,8 @@ def node_kind(node: fx.Node, root: nn.Module) -> Kind:
         return kind
     if node.op == "call_method":
         if node.target in ("div", "__truediv__") and len(node.args) > 1 and not _is_node(node.args[1]):
+        if node.target is F.batch_norm and not batch_norm_is_affine(node):
+            return Kind.OTHER
             return Kind.MUL
         return METHOD_KINDS.get(node.target, Kind.OTHER)
     raise ValueError(f"node {node.name} ({node.op}) is not an op")
@@ -370,6 +384,24 @@ def _pad_value(node: fx.Node, root: nn.Module) -> float:
 def _is_node(a: Any) -> bool:
     return isinstance(a, fx.Node)
 
+#: F.batch_norm's positional arguments
+BATCH_NORM_ARGS = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
+
+
+def batch_norm_arguments(node: fx.Node) -> dict[str, Any]:
+    """A functional batch norm's arguments by name, with F.batch_norm's defaults."""
+    kw: dict[str, Any] = {"weight": None, "bias": None, "training": False, "momentum": 0.1, "eps": 1e-5}
+    kw.update(zip(BATCH_NORM_ARGS, node.args))
+    kw.update(node.kwargs)
+    return kw
+
+
+def batch_norm_is_affine(node: fx.Node) -> bool:
+    """An F.batch_norm call with running statistics and training=False: a fixed per-channel affine map."""
+    kw = batch_norm_arguments(node)
+    return kw["training"] is False and _is_node(kw["running_mean"]) and _is_node(kw["running_var"])
+
+
 
 def describe_target(node: fx.Node, root: nn.Module) -> str:
     """A readable target: `Conv2d features.0`, `torch.cat`, `Tensor.view`, `operator.add`."""
@@ -394,7 +426,7 @@ def source_line(node: fx.Node) -> str | None:
     best = None
     for i, line in enumerate(lines):
         s = line.strip()
-        if s.startswith('File "') and "/torch/" not in s and "/torch\\" not in s:
+        if s.startswith('File "') and "/torch/" not in s and "/torch\\" not in s and "decompose.py" not in s:
             try:
                 path = s.split('"')[1]
                 lineno = int(s.split("line ")[1].split(",")[0])

@@ -17,12 +17,14 @@ import torch.fx as fx
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
 from ..errors import CompileError, ModelError
+from .decompose import DecomposingTracer
 
 LeafSpec = Iterable[type | str]
 
 
-class _Tracer(fx.Tracer):
-    """A tracer that records stack traces and treats user-chosen module types or paths as leaves."""
+class _Tracer(DecomposingTracer):
+    """A tracer that records stack traces, treats user-chosen module types or paths as leaves and writes
+    attention as its parts (rulelang/graph/decompose.py)."""
 
     def __init__(self, leaf_modules: LeafSpec = ()) -> None:
         super().__init__()
@@ -31,8 +33,11 @@ class _Tracer(fx.Tracer):
         self._leaf_types = tuple(s for s in specs if isinstance(s, type))
         self._leaf_paths = {s for s in specs if isinstance(s, str)}
 
+    def keep_whole(self, m: torch.nn.Module, qualname: str) -> bool:
+        return isinstance(m, self._leaf_types) or qualname in self._leaf_paths
+
     def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
-        if isinstance(m, self._leaf_types) or qualname in self._leaf_paths:
+        if self.keep_whole(m, qualname):
             return True
         return super().is_leaf_module(m, qualname)
 

@@ -108,6 +108,28 @@ _FUNCTION_LIST = [
         contexts=("rule",),
         keywords_need_weights=True,
     ),
+    _fn(
+        "vjp_frozen",
+        1,
+        "node.vjp_frozen",
+        "vjp_frozen(s)",
+        "vjp(s) with the node's input statistics held at their forward values (norms: the scale 1/std or 1/rms, "
+        "so the norm is a linear map; every other kind: vjp(s))",
+        apply="node",
+        contexts=("rule",),
+        transfer="vjp",
+    ),
+    _fn(
+        "uniform",
+        1,
+        "node.uniform",
+        "uniform(t)",
+        "t divided by the node's number of activation inputs (the uniform rule on products: a * b and A @ B "
+        "give each factor half; a product with a constant gives its one input all)",
+        apply="node",
+        contexts=("rule",),
+        transfer="u+",
+    ),
     _fn("stab", 2, "prims.stab", "stab(z, eps)", "z + eps * sign(z), sign(0) = +1 (stabilised denominators)"),
     _fn("where", 3, "torch.where", "where(c, a, b)", "a where c holds, else b"),
     _fn(

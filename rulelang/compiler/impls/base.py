@@ -80,6 +80,10 @@ class Generic:
         grads = lw.em.call(fn, s, *values)
         return lw.em.call(operator.getitem, grads, index)
 
+    def vjp_frozen(self, lw: Lowerer, op: Op, s: Value, index: int) -> Value:
+        """The vjp with the op's input-derived statistics held constant (norms override); else `vjp`."""
+        return self.vjp(lw, op, s, index)
+
 
 def inplace_free(module: torch.nn.Module) -> torch.nn.Module | None:
     """A shallow copy with `inplace=False` when the module would overwrite its input, else None."""

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from ...graph.ir import Op
 from ...lang.kinds import Kind
 from .. import prims
+from .affine import batch_norm_parts
 from .base import Generic, Lowerer, Value, call_arguments, module_of
 from .registry import register
 
@@ -33,7 +34,8 @@ class ConvDense(Generic):
         node = op.node
         if node.op == "call_module":
             m = module_of(lw, node)
-            h = {"weight": f"{node.target}.weight", "bias": f"{node.target}.bias" if m.bias is not None else None}
+            h: dict[str, Any] = {"weight": f"{node.target}.weight"}
+            h["bias"] = f"{node.target}.bias" if m.bias is not None else None
             if op.kind == Kind.CONV:
                 h.update(
                     stride=tuple(m.stride),
@@ -44,7 +46,7 @@ class ConvDense(Generic):
                 )
             return h
         kw = call_arguments(node, _CONV_ARGS if op.kind == Kind.CONV else _LINEAR_ARGS)
-        h = {"weight": kw["weight"], "bias": kw.get("bias")}
+        h = {"weight": kw["weight"], "bias": kw.get("bias")}  # fx nodes or tensors
         if op.kind == Kind.CONV:
             w = kw["weight"]
             dim = len(w.meta["tensor_meta"].shape) - 2 if isinstance(w, fx.Node) else w.dim() - 2
@@ -62,13 +64,10 @@ class ConvDense(Generic):
         w = lw.param(h["weight"])
         b = lw.param(h["bias"]) if h["bias"] is not None else None
         if op.fold is not None:
-            bn = module_of(lw, op.fold)
-            t = op.fold.target
-            gamma = lw.param(f"{t}.weight") if bn.weight is not None else None
-            beta = lw.param(f"{t}.bias") if bn.bias is not None else None
-            scale = lw.em.call(prims.bn_scale, gamma, lw.param(f"{t}.running_var"), bn.eps)
+            gamma, beta, mean, var, eps = batch_norm_parts(lw, op.fold)
+            scale = lw.em.call(prims.bn_scale, gamma, var, eps)
             w = lw.em.call(prims.fold_weight, w, scale)
-            b = lw.em.call(prims.fold_bias, b, lw.param(f"{t}.running_mean"), scale, beta)
+            b = lw.em.call(prims.fold_bias, b, mean, scale, beta)
         return {"w": w, "b": 0.0 if b is None else b}
 
     def forward(self, lw: Lowerer, op: Op) -> Value:
