@@ -10,6 +10,7 @@ from __future__ import annotations
 import pprint
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -55,7 +56,7 @@ class Case:
             *(f"# offending values: {line}" for line in offending.splitlines()),
             self.spec.code(),
             f"x = torch.tensor({_literal(x)}, dtype=torch.float64)  # input kind: {self.inputs.kind}",
-            f"rule = {self.rule!r}",
+            f"rule = {_rule_ref(self.rule)!r}",
             f"params = {self.param_dict!r}",
             f"target = {self.target!r}",
         ]
@@ -71,6 +72,13 @@ class Case:
             f"{call}  # raises PropertyFailed",
         ]
         return "\n".join(lines) + "\n"
+
+
+def _rule_ref(rule: str) -> str:
+    """A library name as is; a file as an absolute path (the script runs from anywhere)."""
+    from ..lang.library import looks_like_path
+
+    return str(Path(rule).resolve()) if looks_like_path(rule) and Path(rule).exists() else rule
 
 
 def _bounds_arg(case: Case, name: str = "bounds") -> str:

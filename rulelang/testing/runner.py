@@ -97,7 +97,7 @@ class Result:
 
     rule: str
     prop: str
-    status: str  # "passed" | "failed" | "not applicable"
+    status: str  # "passed" | "failed" | "not applicable" | "skipped" (the time cap came first)
     examples: int = 0
     reason: str = ""
     counterexample: str | None = None
@@ -111,9 +111,10 @@ class Result:
         if self.status == "passed":
             extra = f"; {self.reason}" if self.reason else ""
             return f"{self.prop}: passed ({self.examples} example{'s' if self.examples != 1 else ''}{extra})"
-        if self.status == "not applicable":
-            return f"{self.prop}: not applicable ({self.reason})"
-        return f"{self.prop}: FAILED after {self.examples} passing examples: {self.reason.splitlines()[0]}"
+        if self.status in ("not applicable", "skipped"):
+            return f"{self.prop}: {self.status} ({self.reason})"
+        n = f"{self.examples} passing example{'s' if self.examples != 1 else ''}"
+        return f"{self.prop}: FAILED after {n}: {self.reason.splitlines()[0]}"
 
     def __str__(self) -> str:
         if self.status != "failed":
@@ -147,7 +148,7 @@ class _Models:
 
 # ------------------------------------------------------------------------------------------------- running
 def check_property(
-    rule: str,
+    rule: Any,
     prop: str | Property,
     *,
     profile: str = "ci",
@@ -165,13 +166,23 @@ def check_property(
     """
     from ..lang.loader import load
 
+    rule = _rule_name(rule)
     p = PROPERTIES[prop] if isinstance(prop, str) else prop
     rf = load(rule)
     why = p.applies(rf, reference)
     if why is not None:
         return Result(rule, p.name, "not applicable", reason=why)
     models = _models or _Models()
-    state: dict[str, Any] = {"n": 0, "failed": False, "case": None, "error": None, "vacuous": 0, "why": "", "before": 0}
+    state: dict[str, Any] = {
+        "n": 0,
+        "failed": False,
+        "case": None,
+        "error": None,
+        "vacuous": 0,
+        "why": "",
+        "before": 0,
+        "capped": False,
+    }
     base = settings.get_profile(f"rulelang-{profile}")
     budget = settings(base, max_examples=examples if examples is not None else base.max_examples)
 
@@ -180,6 +191,7 @@ def check_property(
     @given(cases(rule, bias=p.bias, input_kinds=p.inputs))
     def run_case(case: Case) -> None:
         if not state["failed"] and time.monotonic() > deadline:
+            state["capped"] = True
             return  # out of time: no new work (a failure already found is still shrunk)
         state["case"] = case
         if p.name == "unmutated":
@@ -219,11 +231,26 @@ def check_property(
             return Result(rule, p.name, "failed", state["before"], reason, code)
         except Flaky as e:
             return Result(rule, p.name, "failed", state["before"], f"the check is flaky (not reproducible): {e}")
+    capped = "time cap reached" if state["capped"] else ""
     if state["n"] == 0 and state["vacuous"]:
         return Result(rule, p.name, "not applicable", reason=f"on every example: {state['why']}")
-    return Result(
-        rule, p.name, "passed", state["n"], reason=f"{state['vacuous']} examples vacuous" if state["vacuous"] else ""
-    )
+    if state["n"] == 0 and state["capped"]:
+        return Result(rule, p.name, "skipped", reason="time cap reached before the first example")
+    notes = ([f"{state['vacuous']} examples vacuous"] if state["vacuous"] else []) + ([capped] if capped else [])
+    return Result(rule, p.name, "passed", state["n"], reason="; ".join(notes))
+
+
+def _rule_name(rule: Any) -> str:
+    """A library name or path as a string (a loaded RuleFile by its path)."""
+    if hasattr(rule, "require"):
+        if not rule.path:
+            from ..errors import RulelangError
+
+            raise RulelangError(
+                "rulelang.testing needs a rule file on disk or a library name, not an in-memory RuleFile"
+            )
+        return str(rule.path)
+    return str(rule)
 
 
 def _call(name: str, case: Case) -> str:
@@ -237,7 +264,7 @@ def _call(name: str, case: Case) -> str:
 
 
 def check(
-    rule: str,
+    rule: Any,
     properties: Sequence[str] | None = None,
     *,
     profile: str = "ci",
@@ -253,6 +280,7 @@ def check(
     `reference(model, x, target) -> attribution` enables the `agrees` property; `assume_linear` see
     `check_property`.
     """
+    rule = _rule_name(rule)
     names = list(properties) if properties else list(PROPERTIES)
     unknown = [n for n in names if n not in PROPERTIES]
     if unknown:

@@ -356,16 +356,17 @@ def dead_input(model: nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
         if n is pre:
             break
     graph.output(env[pre])
-    sub = fx.GraphModule(gm, graph).double()
-    one = zeros[:1]
+    sub = fx.GraphModule(gm, graph)  # shares the model's modules: nothing here may convert or modify them
+    dtype = next((p.dtype for p in model.parameters()), torch.float64)
+    one = torch.zeros((1, *shape[1:]), dtype=dtype)
     try:
         with torch.no_grad():
-            f0 = sub(one).reshape(-1)
-        jac = torch.autograd.functional.jacobian(lambda t: sub(t).reshape(-1), one).reshape(f0.numel(), -1)
+            f0 = sub(one).reshape(-1).double()
+        jac = torch.autograd.functional.jacobian(lambda t: sub(t).reshape(-1), one).reshape(f0.numel(), -1).double()
         sol = torch.linalg.lstsq(jac, (-1.0 - f0)[:, None], driver="gelsd").solution[:, 0]
         x = sol.reshape(one.shape)
         with torch.no_grad():
-            ok = bool((sub(x) <= 0).all()) and bool(torch.isfinite(x).all()) and float(x.abs().max()) < 1e4
+            ok = bool((sub(x.to(dtype)) <= 0).all()) and bool(torch.isfinite(x).all()) and float(x.abs().max()) < 1e4
     except Exception:  # noqa: BLE001 (a map the jacobian cannot handle: no dead input)
         return zeros
     return x.expand(shape).clone() if ok else zeros

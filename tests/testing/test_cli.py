@@ -18,7 +18,7 @@ def test_the_help_lists_every_property() -> None:
 
 
 def test_passing_properties_exit_0_with_one_line_each(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["test", "lrp-epsilon", "--property", "shape", "conserves", "--examples", "2", "--seed", "3"])
+    code = main(["test", "gradient", "--property", "shape", "conserves", "--examples", "2", "--seed", "3"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "  shape: passed (2 examples)" in out.splitlines()
@@ -74,3 +74,10 @@ def test_argparse_usage_errors_exit_2() -> None:
     with pytest.raises(SystemExit) as info:
         main(["test", "--examples", "many"])
     assert info.value.code == 2
+
+
+def test_the_time_cap_stops_new_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["test", "gradient", "--property", "finite", "shape", "--seconds", "0.000001"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "  finite: skipped (time cap reached before the first example)" in out.splitlines()
