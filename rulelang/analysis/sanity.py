@@ -350,7 +350,8 @@ def randomization(
 ) -> RandomizationResult:
     """Parameter randomization (research/paper.md §4.1) on a deep copy of `model` (never on `model` itself).
 
-    The rule (library name, path or RuleFile) is compiled on the copy (`compile_kwargs` go to
+    The rule (library name, path, RuleFile, or an Explainer whose rules and fitted statistics are reused) is
+    compiled on the copy (`compile_kwargs` go to
     `rulelang.compile`, e.g. `fitted=` for pattern rules, parameters). Steps are the dense/conv/affine layers
     from the output down in execution order (or `layers`, node names or module paths, taken top-down as
     given); each step re-initialises its layer (and a BatchNorm folded into it) with the module's own
@@ -365,6 +366,11 @@ def randomization(
         raise AnalysisError(f"mode must be 'cascading' or 'independent', got {mode!r}")
     x = check_images(x)
     y = _labels(y, x.shape[0])
+    if hasattr(rule, "rules") and isinstance(getattr(rule, "fitted", None), torch.nn.Module):  # an Explainer
+        fitted = {tuple(k.split("__", 1)): v for k, v in rule.fitted.named_buffers()}
+        if fitted and "fitted" not in compile_kwargs:
+            compile_kwargs["fitted"] = fitted
+        rule = rule.rules
     work = copy.deepcopy(model)
     dev = torch.device(device) if device is not None else None
     if dev is not None:

@@ -106,8 +106,10 @@ def ancestors(explainer: Any, op: Any) -> list[Any]:
 
 
 def activations(explainer: Any, x: torch.Tensor, ops: Sequence[Any]) -> dict[str, torch.Tensor]:
-    """Each op's output value on input `x` (the traced model run by an fx Interpreter, in eval mode)."""
-    from ..graph.trace import eval_mode
+    """Each op's output value on input `x` (the explainer's forward pass, model in eval mode, no grad)."""
+    if hasattr(explainer, "activations"):
+        return {k: v[1] for k, v in explainer.activations(x, [op.name for op in ops]).items()}
+    from ..graph.trace import eval_mode  # older explainers: run the traced model
 
     g = explainer.graph
     wanted = {op.out: op.name for op in ops}
@@ -368,12 +370,11 @@ def pair_cosines(v: torch.Tensor) -> torch.Tensor:
     """|cos| between the K probe vectors of every (image, position): `v` is (B, K, P, C); returns
     (B, P, K·(K−1)/2) in float64, NaN where a vector is zero."""
     v = v.double()
-    norm = v.norm(dim=-1, keepdim=True)
-    u = v / norm  # NaN for zero vectors
+    u = v / v.norm(dim=-1, keepdim=True)  # NaN for zero vectors
     k = v.shape[1]
+    gram = torch.einsum("bkpc,blpc->bpkl", u, u)  # (B, P, K, K)
     i, j = torch.triu_indices(k, k, offset=1, device=v.device)
-    cos = (u[:, i] * u[:, j]).sum(-1)  # (B, pairs, P)
-    return cos.abs().clamp(max=1.0).transpose(1, 2)
+    return gram[:, :, i, j].abs().clamp(max=1.0)
 
 
 def make_callable(module_name: str, fn: Any) -> None:

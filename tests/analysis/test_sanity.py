@@ -122,3 +122,14 @@ def test_bad_input_is_a_clear_error(cnn, data):
         random_logit(ex, x[:2], y[:3])
     with pytest.raises(AnalysisError, match="reduction"):
         random_logit(ex, x[:2], y[:2], reduce="median")
+
+
+def test_randomization_accepts_an_explainer_and_keeps_examples(cnn, data):
+    x, y = data
+    ex = rulelang.compile(cnn, "lrp-zplus", example_input=x[:1])
+    a = randomization(cnn, ex, x[:4], y[:4], layers=["classifier_5"], examples=3)
+    b = randomization(cnn, "lrp-zplus", x[:4], y[:4], layers=["classifier_5"])
+    assert a.to_dict()["steps"] == b.to_dict()["steps"]
+    assert [n for n, _ in a.examples] == ["original", "classifier_5"] and a.examples[1][1].shape[0] == 3
+    rl = random_logit(ex, x[:4], y[:4], examples=2)
+    assert [n for n, _ in rl.examples] == ["true", "random"] and rl.examples[0][1].shape == (2, 3, 32, 32)
