@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .errors import CompileError, ModelError, RuleError, RulelangError
+from .errors import CompileError, ExplainError, ModelError, NonFiniteError, NonFiniteWarning, RuleError, RulelangError
 
 __version__ = "0.1.0"
 
@@ -30,7 +30,17 @@ _LAZY: dict[str, str] = {
     "quantus_explain": "rulelang.analysis.quantus:quantus_explain",
 }
 
-__all__ = ["CompileError", "ModelError", "RuleError", "RulelangError", "__version__", *_LAZY]
+__all__ = [
+    "CompileError",
+    "ExplainError",
+    "ModelError",
+    "NonFiniteError",
+    "NonFiniteWarning",
+    "RuleError",
+    "RulelangError",
+    "__version__",
+    *_LAZY,
+]
 
 
 def __getattr__(name: str) -> Any:
