@@ -18,7 +18,7 @@ def rgb_test():
     return builtin_data("digits-rgb", "test")
 
 
-@pytest.mark.parametrize("name", ["digits-cnn", "digits-resnet"])
+@pytest.mark.parametrize("name", ["digits-cnn", "digits-resnet", "digits-vgg16"])
 def test_committed_weights_accuracy(name, rgb_test):
     x, y = rgb_test
     model = rulelang.builtin_model(name)
@@ -55,6 +55,18 @@ def test_architectures_are_traceable_and_as_described():
     assert len(adds) >= 3 and len(relus) >= 6
     info = model_info("digits-resnet")
     assert info.input_shape == (3, 32, 32) and info.num_classes == 10 and info.data == "digits-rgb"
+
+
+def test_digits_vgg16_has_vgg16s_layout():
+    vgg = builtin_model("digits-vgg16")
+    kinds = [type(m).__name__ for m in vgg.modules() if not isinstance(m, torch.nn.Sequential)][1:]
+    assert kinds.count("Conv2d") == 13 and kinds.count("Linear") == 3 and kinds.count("MaxPool2d") == 5
+    assert not any("BatchNorm" in k for k in kinds)
+    convs = [m for m in vgg.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [16, 16, 32, 32, 64, 64, 64, 128, 128, 128, 128, 128, 128]
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(torch.fx.symbolic_trace(vgg)(x), vgg(x), atol=1e-5)
 
 
 def test_fresh_model_each_call():
