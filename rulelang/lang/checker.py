@@ -393,13 +393,14 @@ def check_path(
 ) -> tuple[RuleFile | None, list[RuleError]]:
     """Load and check a file, collecting problems instead of raising (for `rulelang check`); `search_path` as
     for `loader.load`."""
-    from .loader import load_unchecked
+    from .loader import gc_paused, load_unchecked
 
-    try:
-        rf = load_unchecked(name_or_path, search_path=search_path, **params)
-    except RuleError as e:
-        return None, [e]
-    problems = check(rf)
+    with gc_paused():
+        try:
+            rf = load_unchecked(name_or_path, search_path=search_path, **params)
+        except RuleError as e:
+            return None, [e]
+        problems = check(rf)
     return (None if any(p.severity == "error" for p in problems) else rf), problems
 
 

@@ -6,10 +6,12 @@ bind parameters (keyword overrides), evaluate `require:`, normalise streams, and
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -547,9 +549,23 @@ def resolve_path(name_or_path: str | Path, search_path: Sequence[str | Path] = (
     return library.find_rule(name)
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while files are read and checked: the AST is acyclic, and the collector's
+    full passes over a growing heap took half the time of checking a 20,000-rule file."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def load_unchecked(name_or_path: str | Path, *, search_path: Sequence[str | Path] = (), **params: Any) -> RuleFile:
     """Read, resolve `extend:`, bind parameters and check `require:`, without the semantic checks."""
-    return _merge(_chain(resolve_path(name_or_path, search_path), search_path), params)
+    with gc_paused():
+        return _merge(_chain(resolve_path(name_or_path, search_path), search_path), params)
 
 
 def load(name_or_path: str | Path, *, search_path: Sequence[str | Path] = (), **params: Any) -> RuleFile:
@@ -561,8 +577,10 @@ def load(name_or_path: str | Path, *, search_path: Sequence[str | Path] = (), **
     """
     from .checker import check  # the checker imports nothing from here at import time
 
-    rf = load_unchecked(name_or_path, search_path=search_path, **params)
-    for problem in check(rf):
+    with gc_paused():
+        rf = load_unchecked(name_or_path, search_path=search_path, **params)
+        problems = check(rf)
+    for problem in problems:
         if problem.severity == "error":
             raise problem
     return rf
