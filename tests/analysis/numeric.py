@@ -98,3 +98,23 @@ def node_map(ex: Any, x: torch.Tensor, name: str) -> torch.Tensor | None:
         return None
     j = jacobians(ex, x, name)
     return torch.cat([j[n] for n in inputs], dim=1)
+
+
+def node_linearity_error(ex: Any, x: torch.Tensor, name: str, seed: int = 0) -> float | None:
+    """Like `linearity_error`, restricted to one node's map (its isolated inputs); None when none is."""
+    inputs = isolated_inputs(ex, name)
+    if not inputs:
+        return None
+    g = torch.Generator().manual_seed(seed)
+    shape = (x.shape[0], *ex.graph.op(name).shape[1:])
+    r1 = torch.randn(shape, generator=g, dtype=x.dtype)
+    r2 = torch.randn(shape, generator=g, dtype=x.dtype)
+    a, b = 0.7, -1.3
+    f = [ex.propagate(x, at=name, relevance=r, keep="all").relevances for r in (r1, r2, a * r1 + b * r2)]
+    err, scale = 0.0, 0.0
+    for n in inputs:
+        for u, v, w in zip(_streams(f[0][n]), _streams(f[1][n]), _streams(f[2][n])):
+            ok = torch.isfinite(u) & torch.isfinite(v) & torch.isfinite(w)
+            err = max(err, _amax(w - a * u - b * v, ok))
+            scale = max(scale, _amax(w, ok), _amax(u, ok), _amax(v, ok))
+    return err / scale if scale > 0 else 0.0
