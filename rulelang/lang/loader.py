@@ -306,14 +306,22 @@ def _read(path: Path, via: tuple[YamlSource, yaml.Node] | None = None) -> _Raw:
     return raw
 
 
+#: Larger files are refused unread (a 20,000-rule file is about 1 MB).
+MAX_FILE_BYTES = 64 * 2**20
+
+
 def _read_text(path: Path, via: tuple[YamlSource, yaml.Node] | None) -> str:
+    text = None
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.stat().st_size > MAX_FILE_BYTES:
+            problem = f"it is larger than {MAX_FILE_BYTES // 2**20} MB, too large for a rule file"
+        else:
+            text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         problem = "it is not UTF-8 text"
     except OSError as e:
         problem = e.strerror or type(e).__name__
-    else:
+    if text is not None:
         if via is None and not any(s.strip() and not s.lstrip().startswith("#") for s in text.split("\n")):
             raise RuleError(
                 "empty rule file",

@@ -263,3 +263,15 @@ def test_simple_selector_fast_path_equals_the_parser(atoms_: list[str], op: str,
         return [(type(s).__name__, s.pos)] + [p for k in kids for p in positions(k)]
 
     assert positions(fast) == positions(slow)
+
+
+def test_oversized_files_are_refused_unread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rulelang.lang import loader
+
+    monkeypatch.setattr(loader, "MAX_FILE_BYTES", 200)
+    big = write(tmp_path / "big.yaml", "rulelang: 1\nsummary: s\ndefault: vjp(R)\n# " + SECRET * 20 + "\n")
+    rf, problems = check_path(big)
+    assert rf is None and "too large for a rule file" in problems[0].message
+    rf, problems = check_path(child(tmp_path / "c.yaml", "big"))
+    assert "too large" in problems[0].message and (problems[0].line, problems[0].col) == (3, 9)
+    assert SECRET not in problems[0].format()
