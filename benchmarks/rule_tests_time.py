@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -45,6 +46,7 @@ def main() -> None:
             "results": {r.prop: r.status + (f" ({r.examples})" if r.status == "passed" else "") for r in results},
             "failures": {r.prop: r.reason for r in results if r.status == "failed"},
         }
+        print(name, files[name]["seconds"], files[name]["cpu_seconds"], file=sys.stderr, flush=True)
     total, cpu_total = time.perf_counter() - start, time.process_time() - cpu_start
     out: dict = {
         "what": f"rulelang test, profile {args.profile}, seed {args.seed}, whole library"

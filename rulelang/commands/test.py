@@ -69,9 +69,8 @@ def run(args: argparse.Namespace) -> int:
     unknown = [p for p in args.properties or [] if p not in PROPERTIES]
     if unknown:
         return _usage(f"unknown property `{unknown[0]}` (properties: {', '.join(PROPERTIES)})")
-    profile = args.profile or (
-        os.environ.get("HYPOTHESIS_PROFILE") if os.environ.get("HYPOTHESIS_PROFILE") in ("ci", "dev") else "dev"
-    )
+    env = os.environ.get("HYPOTHESIS_PROFILE", "")
+    profile: str = args.profile or (env if env in ("ci", "dev") else "dev")
     files = args.files or [name for name in library.list_rules()]
     bad = False
     checked = []

@@ -23,7 +23,7 @@ def randomize_(model: nn.Module, seed: int = 0, bias: bool = True) -> nn.Module:
                     m.weight.copy_(0.5 + torch.rand(n, generator=g))
                     m.bias.copy_(0.1 * torch.randn(n, generator=g))
                 m.running_mean.copy_(0.1 * torch.randn(n, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(n, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(n, generator=g))  # type: ignore[union-attr]
                 if not bias:
                     m.running_mean.zero_()
                     if m.affine:

@@ -44,7 +44,7 @@ class PropertyFailed(AssertionError):
 
 
 # ------------------------------------------------------------------------------------------------- helpers
-_CACHE: dict[tuple, tuple[nn.Module, Any]] | None = None
+_CACHE: OrderedDict[tuple, tuple[nn.Module, Any]] | None = None
 
 
 @contextmanager
@@ -88,7 +88,7 @@ def compile_for_test(
     if _CACHE is not None:
         _CACHE[key] = (model, explainer)
         if len(_CACHE) > 64:
-            _CACHE.popitem(last=False)  # type: ignore[attr-defined]
+            _CACHE.popitem(last=False)
     return explainer
 
 

@@ -48,7 +48,7 @@ class Property:
     """A property as the runner sees it: `applies(rule_file, reference)` returns why not, or None."""
 
     name: str
-    fn: Callable[..., None]
+    fn: Callable[..., str | None]  # None: checked; a string: why this example was vacuous
     applies: Callable[[Any, Any], str | None]
     bias: bool | None = None  # models drawn: None = with and without biases, False = bias-free only
     inputs: tuple[str, ...] = INPUT_KINDS  # input kinds drawn

@@ -148,6 +148,8 @@ def _generate(spec: ModelSpec, name: str) -> tuple[str, tuple[int, int]]:
     bias = "" if spec.bias else ", bias=False"
 
     def act(form: str) -> None:
+        if form == "relu_inplace" and not g.body:
+            form = "relu"  # never overwrite the caller's input tensor
         if form in ("relu", "relu_inplace", "nn.Softplus"):
             ctor = {"relu": "nn.ReLU()", "relu_inplace": "nn.ReLU(inplace=True)", "nn.Softplus": "nn.Softplus()"}
             g.body.append(f"x = {g.layer(ctor[form])}(x)")
@@ -305,7 +307,11 @@ class InputSpec:
     def make(self, model: nn.Module, dtype: torch.dtype | None = None) -> torch.Tensor:
         spec: ModelSpec | None = getattr(model, "spec", None)
         dtype = dtype or next(model.parameters()).dtype
-        shape = (self.batch, spec.channels, spec.size, spec.size) if spec else tuple(model.input_shape)
+        if spec is not None:
+            shape: tuple[int, ...] = (self.batch, spec.channels, spec.size, spec.size)
+        else:
+            sample: Any = model.input_shape  # a user model declares the shape of one sample
+            shape = (self.batch, *sample)
         return make_input(model, shape, self.kind, self.seed, dtype, self.bounds)
 
 
@@ -437,8 +443,8 @@ def params(rules: Any) -> st.SearchStrategy[dict[str, Any]]:
                 values[name] = default * 10 ** draw(st.floats(-0.5, 0.5))
             else:
                 values[name] = draw(st.floats(0, 2))
-        values = _repair(rf, values)
-        return {k: v for k, v in values.items() if v != defaults[k]} if values is not None else {}
+        repaired = _repair(rf, values)
+        return {k: v for k, v in repaired.items() if v != defaults[k]} if repaired is not None else {}
 
     return draw_params()
 
@@ -471,7 +477,7 @@ def _repair(rf: Any, values: dict[str, Any]) -> dict[str, Any] | None:
 
         def gap(v: float, p: str = p, req: Binary = req) -> float:
             env = {**values, p: v}
-            return float(evaluate(req.left, env)) - float(evaluate(req.right, env))  # type: ignore[arg-type]
+            return float(evaluate(req.left, env)) - float(evaluate(req.right, env))
 
         try:
             a, b = values[p], values[p] + 1.0
