@@ -51,6 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="run only these properties (repeatable): " + ", ".join(PROPERTY_NAMES),
     )
+    parser.add_argument(
+        "--linear",
+        action="store_true",
+        help="check linear_in_R on every example (the rule is meant to be linear in R), not only where the "
+        "static analysis says so",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only failures and a summary")
 
 
@@ -89,7 +95,13 @@ def run(args: argparse.Namespace) -> int:
     for f in checked:
         print(f"{f}:")
         results = check(
-            f, args.properties, profile=profile, examples=args.examples, seconds=args.seconds, seed=args.seed
+            f,
+            args.properties,
+            profile=profile,
+            examples=args.examples,
+            seconds=args.seconds,
+            seed=args.seed,
+            assume_linear=args.linear,
         )
         for r in results:
             if r.status == "failed":

@@ -157,12 +157,14 @@ def check_property(
     deadline: float = math.inf,
     reference: Callable[..., Any] | None = None,
     assume_linear: bool = False,
+    shrink_seconds: float = 30.0,
     _models: _Models | None = None,
 ) -> Result:
     """Runs one property on random cases of `rule`; a failure is shrunk and returned with its counterexample.
 
     `assume_linear=True` checks `linear_in_R` on every example (the author claims the rule is linear in R), not
-    only where the static analysis claims it.
+    only where the static analysis claims it. Shrinking stops after `shrink_seconds` with the smallest failing
+    example found by then.
     """
     from ..lang.loader import load
 
@@ -182,6 +184,8 @@ def check_property(
         "why": "",
         "before": 0,
         "capped": False,
+        "failing": set(),  # every failing case seen (kept runnable when shrinking is cut short)
+        "shrink_until": math.inf,
     }
     base = settings.get_profile(f"rulelang-{profile}")
     budget = settings(base, max_examples=examples if examples is not None else base.max_examples)
@@ -193,6 +197,8 @@ def check_property(
         if not state["failed"] and time.monotonic() > deadline:
             state["capped"] = True
             return  # out of time: no new work (a failure already found is still shrunk)
+        if state["failed"] and time.monotonic() > state["shrink_until"] and case not in state["failing"]:
+            return  # shrinking took long enough: keep the smallest failure found so far
         state["case"] = case
         if p.name == "unmutated":
             model = case.model()
@@ -205,14 +211,13 @@ def check_property(
         try:
             skipped = p.fn(rule, model, x, target=case.target, params=case.param_dict, bounds=case.bounds, **extra)
         except P.PropertyFailed as e:
-            state["before"] = state["n"] if not state["failed"] else state["before"]
-            state["failed"], state["error"] = True, e
+            _failed(state, case, shrink_seconds)
+            state["error"] = e
             raise
         except HypothesisException:
             raise
         except Exception as e:  # a crash is a failure of the property too, and shrinks like one
-            state["before"] = state["n"] if not state["failed"] else state["before"]
-            state["failed"] = True
+            _failed(state, case, shrink_seconds)
             state["error"] = P.PropertyFailed(p.name, f"raised {type(e).__name__}: {e}")
             raise state["error"] from e
         if isinstance(skipped, str):
@@ -238,6 +243,13 @@ def check_property(
         return Result(rule, p.name, "skipped", reason="time cap reached before the first example")
     notes = ([f"{state['vacuous']} examples vacuous"] if state["vacuous"] else []) + ([capped] if capped else [])
     return Result(rule, p.name, "passed", state["n"], reason="; ".join(notes))
+
+
+def _failed(state: dict[str, Any], case: Case, shrink_seconds: float) -> None:
+    if not state["failed"]:
+        state["before"], state["failed"] = state["n"], True
+        state["shrink_until"] = time.monotonic() + shrink_seconds
+    state["failing"].add(case)
 
 
 def _rule_name(rule: Any) -> str:
@@ -273,6 +285,7 @@ def check(
     seed: int = 0,
     reference: Callable[..., Any] | None = None,
     assume_linear: bool = False,
+    shrink_seconds: float = 30.0,
 ) -> list[Result]:
     """Runs every property (or those named) on `rule` (library name or path) and returns one `Result` each.
 
@@ -314,6 +327,7 @@ def check(
                     deadline=deadline,
                     reference=reference,
                     assume_linear=assume_linear,
+                    shrink_seconds=shrink_seconds,
                     _models=models,
                 )
             )

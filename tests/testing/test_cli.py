@@ -81,3 +81,11 @@ def test_the_time_cap_stops_new_examples(capsys: pytest.CaptureFixture[str]) -> 
     out = capsys.readouterr().out
     assert code == 0
     assert "  finite: skipped (time cap reached before the first example)" in out.splitlines()
+
+
+def test_linear_flag_checks_linearity_everywhere(capsys: pytest.CaptureFixture[str]) -> None:
+    rule = str(BROKEN / "relative-epsilon.yaml")
+    assert main(["test", rule, "--property", "linear_in_R", "--examples", "5"]) == 0  # static: not linear
+    assert "linear_in_R: not applicable (on every example: static analysis:" in capsys.readouterr().out
+    assert main(["test", rule, "--property", "linear_in_R", "--examples", "5", "--linear"]) == 1
+    assert "linear_in_R: FAILED" in capsys.readouterr().out

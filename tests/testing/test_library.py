@@ -27,3 +27,20 @@ def test_a_library_rule_passes_every_property(rule: str, applicable: set[str], p
     for prop in applicable:
         assert results[prop].status == "passed", str(results[prop])
     assert results["agrees"].status == "not applicable"
+
+
+def _autograd(model, x, target):  # type: ignore[no-untyped-def]
+    import torch
+
+    xr = x.clone().requires_grad_(True)
+    out = model(xr.clone())
+    (g,) = torch.autograd.grad(out[:, target].sum(), xr)
+    return g
+
+
+def test_agreement_with_a_reference_function(profile: str) -> None:
+    (ok,) = check("gradient", ["agrees"], profile=profile, reference=_autograd)
+    assert ok.status == "passed", str(ok)
+    (bad,) = check("gradient-x-input", ["agrees"], profile=profile, reference=_autograd)
+    assert bad.status == "failed" and "ours vs reference" in bad.reason
+    assert "reference" in (bad.counterexample or "")
