@@ -109,7 +109,7 @@ PEERS: dict[str, Peer] = {
     "lrp-epsilon-alpha2-beta1": Peer("EpsilonAlpha2Beta1"),
     "lrp-epsilon-alpha2-beta1-flat": Peer("EpsilonAlpha2Beta1Flat"),
     "lrp-epsilon-gamma-box": Peer("EpsilonGammaBox", _box),
-    "excitation-bp": Peer("ExcitationBackprop"),
+    "excitation-bp": Peer("ExcitationBackprop", seed="onehot"),
     "guided-backprop": Peer("GuidedBackprop", captum="GuidedBackprop", seed="onehot"),
     "deconvnet": Peer("DeconvNet", captum="Deconvolution", seed="onehot"),
 }

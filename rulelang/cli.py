@@ -8,6 +8,7 @@ import importlib
 import os
 import sys
 
+from . import __version__
 from .errors import RulelangError
 
 #: subcommand -> one-line help
@@ -21,6 +22,7 @@ COMMANDS: dict[str, str] = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rulelang", description="Modified-BP attribution rules as data.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():
         try:

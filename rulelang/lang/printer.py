@@ -193,6 +193,8 @@ def format_rule_file(rf: RuleFile) -> str:
         out += "define:\n" + "".join(f"  {k}: {_scalar(format_expr(e), 2)}\n" for k, e in rf.define)
     if rf.reference:
         out += f"reference: {rf.reference}\n"
+    if rf.conserves:
+        out += "conserves: true\n"
     if rf.fit:
         out += "fit:\n"
         for f in rf.fit:
