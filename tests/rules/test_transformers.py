@@ -89,10 +89,12 @@ def lxt_model(model: nn.Module, mode: str) -> nn.Module:
 
 
 def lxt_relevance(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """LXT's relevance: input times the modified gradient, seeded with the target logit."""
+    """LXT's relevance: input times the modified gradient. The gradient is seeded with 1, so that the output's
+    relevance is the target logit y (rulelang's `init: y * target`); LXT's README seeds it with y, which scales
+    the whole map by y."""
     x = x.clone().requires_grad_(True)
     y = model(x)[torch.arange(len(x)), target]
-    (g,) = torch.autograd.grad(y, x, grad_outputs=y.detach())
+    (g,) = torch.autograd.grad(y.sum(), x)
     return (x * g).detach()
 
 
@@ -117,6 +119,8 @@ def test_lxt_oracle_on_torchvision_vit(rule: str, mode: str) -> None:
     assert ref.abs().sum() > 0
     cos = F.cosine_similarity(ours.flatten(1), ref.flatten(1), dim=1)
     assert (cos >= 0.999).all(), f"{rule} vs LXT: cosine {cos.tolist()}"
+    rel = ((ours - ref).norm() / ref.norm()).item()  # LXT's identity rule adds 1e-10 to x: not exactly 0
+    assert rel < 1e-6, f"{rule} vs LXT: relative error {rel:.2e}"
 
 
 def test_attn_and_cp_lrp_differ_on_a_vit() -> None:
