@@ -237,3 +237,27 @@ def test_resize_crop_keeps_the_centre():
     img[:, 50:150] = 1.0  # a centred square, 100×100
     out = resize_crop(img, (50, 50))
     assert out.shape == (50, 50, 3) and out.min() > 0.9  # the crop is the square
+
+
+# --------------------------------------------------------------------------------------------------- Quantus
+def test_quantus_explain_follows_the_explain_func_protocol():
+    model = rulelang.builtin_model("digits-cnn")
+    x, y = rulelang.builtin_data("digits-rgb", "test")
+    x, y = x[:3], y[:3]
+    # Quantus calls explain_func(model=..., inputs=<numpy N×C×H×W>, targets=<numpy ints>, **explain_func_kwargs)
+    a = rulelang.quantus_explain(model=model, inputs=x.numpy(), targets=y.numpy(), rule="lrp-epsilon", eps=0.1)
+    assert isinstance(a, np.ndarray) and a.shape == tuple(x.shape)
+    expected = rulelang.compile(model, "lrp-epsilon", example_input=x[:1], eps=0.1)(x, y)
+    np.testing.assert_allclose(a, expected.numpy(), rtol=1e-5, atol=1e-7)
+    last = rulelang.quantus_explain(model, x.permute(0, 2, 3, 1).numpy(), 4, rule="gradient", channel_first=False)
+    assert last.shape == (3, 32, 32, 3)
+    # weights re-initialised in place (as Quantus's MPRT does on its copy) are seen by the next call
+    model.train()
+    before = rulelang.quantus_explain(model, x.numpy(), y.numpy(), rule="gradient")
+    assert model.training  # the caller's mode is restored
+    with torch.no_grad():
+        model.classifier[-1].weight.normal_()
+    after = rulelang.quantus_explain(model, x.numpy(), y.numpy(), rule="gradient")
+    assert not np.allclose(before, after)
+    with pytest.raises(rulelang.RulelangError, match="3 inputs but 2 targets"):
+        rulelang.quantus_explain(model, x.numpy(), [1, 2], rule="gradient")
