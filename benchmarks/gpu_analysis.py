@@ -78,7 +78,8 @@ def run_rule(model: Any, rule: str, x: Any, args: Any, device: Any) -> dict[str,
     ex = rulelang.compile(model, rule, example_input=x[:1].to(device), **params)
     if ex.rules.fit:
         fit_x = inputs(args.fit_images, args.size, args.seed + 1)
-        rulelang.fit(ex, [fit_x[i : i + args.batch_size].to(device) for i in range(0, len(fit_x), args.batch_size)])
+        batches = [fit_x[i : i + args.batch_size].to(device) for i in range(0, len(fit_x), args.batch_size)]
+        rulelang.fit(ex, batches, progress=sys.stderr.isatty())
     setup = time.perf_counter() - t
     at = [injection_node(ex, a) for a in INJECTIONS[args.model_name]]
     if device.type == "cuda":
