@@ -124,6 +124,11 @@ def const(iv: Iv, culprit: str | None = None, **kw: Any) -> Const:
     return Const(iv, culprit if iv.free else None, **kw)
 
 
+def lconst(iv: Iv, e: A.Expr, *vals: Value) -> Const:
+    """A Const whose culprit (computed only when `iv` is free) is the first free operand's, else `e`."""
+    return Const(iv, _culprit(e, *vals) if iv.free else None)
+
+
 def _culprit(e: A.Expr, *vals: Value) -> str:
     for v in vals:
         if isinstance(v, Const) and v.iv.free and v.culprit:
@@ -177,7 +182,7 @@ def scale(v: Lin, c: Const, e: A.Expr) -> Lin:
         if q.sign().zero:
             continue
         if not c.iv.nonneg and (q.note is None or (c.iv.free and not p.sign().free)) and not q.sign().nonneg:
-            q.note = Note(_culprit(e, c), e, c.iv.free)
+            q.note = Note(_culprit(e, c), e, c.iv.free)  # only when the part's sign breaks
         out.parts[k] = q
     return out
 
@@ -236,9 +241,9 @@ def const_add(a: Const, b: Const, e: A.Expr, sub: bool = False) -> Const:
             terms[k] = (ws, terms[k][1] + inner, None) if k in terms else (ws, inner, src)
         base = base_a - base_b if sub else base_a + base_b  # type: ignore[operator]
         iv = layered(base, terms)
-        return const(iv, _culprit(e, a, b), terms=terms, base=base)
+        return Const(iv, _culprit(e, a, b) if iv.free else None, terms=terms, base=base)
     iv = a.iv - b.iv if sub else a.iv + b.iv
-    return const(iv, _culprit(e, a, b))
+    return lconst(iv, e, a, b)
 
 
 def const_scale(a: Const, n: float) -> Const:
@@ -306,7 +311,8 @@ def t_mul(ev: Body, e: A.Expr, args: list[Value]) -> Value:
             return const_scale(b, a.iv.number)
         if b.iv.number is not None and a.terms is not None:
             return const_scale(a, b.iv.number)
-        return Const(a.iv * b.iv, _culprit(e, a, b), boolean=a.boolean and b.boolean)
+        iv = a.iv * b.iv
+        return Const(iv, _culprit(e, a, b) if iv.free else None, boolean=a.boolean and b.boolean)
     if isinstance(a, Lin) and isinstance(b, Const):
         return scale(a, b, e)
     if isinstance(a, Const) and isinstance(b, Lin):
@@ -328,7 +334,7 @@ def t_div(ev: Body, e: A.Expr, args: list[Value]) -> Value:
         if isinstance(a, Const):
             if a.iv.zero and a.terms is None and b.iv.nz:
                 return Const(S.ZERO)
-            return const(a.iv * inv, _culprit(e, a, b))
+            return lconst(a.iv * inv, e, a, b)
         if isinstance(a, Lin):
             c = Const(inv, b.culprit if b.iv.free or not b.iv.nz else None)
             if not b.iv.nz and 0 in b.iv.signs():
@@ -351,7 +357,7 @@ def t_div(ev: Body, e: A.Expr, args: list[Value]) -> Value:
 def t_pow(ev: Body, e: A.Expr, args: list[Value]) -> Value:
     a, b = args
     if isinstance(a, Const) and isinstance(b, Const):
-        return const(S.power(a.iv, b.iv.number), _culprit(e, a))
+        return lconst(S.power(a.iv, b.iv.number), e, a)
     if isinstance(b, Const) and b.iv.number == 1:
         return a
     return _nonlinear(e, [a, b], f"`{format_expr(e)}` raises a relevance term to a power")
@@ -422,7 +428,7 @@ def t_sign(ev: Body, e: A.Expr, args: list[Value]) -> Value:
     (a,) = args
     if isinstance(a, Const):
         s = a.iv.signs()
-        return const(Iv.of(-1.0 if -1 in s else 0.0, 1.0 if 1 in s else 0.0, 0 not in s), _culprit(e, a))
+        return lconst(Iv.of(-1.0 if -1 in s else 0.0, 1.0 if 1 in s else 0.0, 0 not in s), e, a)
     if klass(a) in DEG1 | {"inv"}:
         return Dep("inv", f"`{format_expr(e)}` keeps only the relevance's signs", e)
     return a
@@ -432,7 +438,7 @@ def _elementwise(fn: Callable[[Iv], Iv], name: str) -> Fn:
     def f(ev: Body, e: A.Expr, args: list[Value]) -> Value:
         (a,) = args
         if isinstance(a, Const):
-            return const(fn(a.iv), _culprit(e, a))
+            return lconst(fn(a.iv), e, a)
         if klass(a) == "zero":
             return const(fn(S.ZERO))
         return _nonlinear(e, [a], f"`{format_expr(e)}` applies {name} to a relevance term")
@@ -447,20 +453,17 @@ def _like(iv: Iv) -> Fn:
 def t_reduce_sum(ev: Body, e: A.Expr, args: list[Value]) -> Value:
     (a,) = args
     if isinstance(a, Const):
-        return const(S.convex(a.iv) if not a.iv.nz else Iv.of(*_hull(S.convex(a.iv)), True), _culprit(e, a))
+        c = S.convex(a.iv)
+        return lconst(Iv(c.lo, c.hi, a.iv.nz and not a.iv.free), e, a)
     if isinstance(a, Lin):
         return lin_map(a, ("sum", ev.key(a)), S.NONNEG, None)
     return a
 
 
-def _hull(iv: Iv) -> tuple[Any, Any]:
-    return iv.lo, iv.hi
-
-
 def t_reduce_max(ev: Body, e: A.Expr, args: list[Value]) -> Value:
     (a,) = args
     if isinstance(a, Const):
-        return const(a.iv.collapse(), _culprit(e, a))
+        return lconst(a.iv.collapse(), e, a)
     if klass(a) in ("linear", "poshom"):
         return Dep("poshom", f"`{format_expr(e)}` takes the relevance's extreme value", e)
     return a
@@ -469,7 +472,7 @@ def t_reduce_max(ev: Body, e: A.Expr, args: list[Value]) -> Value:
 def t_percentile(ev: Body, e: A.Expr, args: list[Value]) -> Value:
     a = args[0]
     if isinstance(a, Const):
-        return const(S.convex(a.iv), _culprit(e, a))
+        return lconst(S.convex(a.iv), e, a)
     if klass(a) in ("linear", "poshom"):
         return Dep("poshom", f"`{format_expr(e)}` is a percentile of the relevance", e)
     return a
@@ -478,7 +481,7 @@ def t_percentile(ev: Body, e: A.Expr, args: list[Value]) -> Value:
 def t_stab(ev: Body, e: A.Expr, args: list[Value]) -> Value:
     z, eps = args
     if isinstance(z, Const) and isinstance(eps, Const):
-        out = const(S.stab(z.iv, eps.iv.number), _culprit(e, z))
+        out = lconst(S.stab(z.iv, eps.iv.number), e, z)
         n = eps.iv.number
         if n is not None and n > 0 and out.iv.free and one_signed_summands(z) is S.NONPOS:
             out.guard = Guard(z.terms, Iv.of(-S.INF, 0.0, True))  # type: ignore[arg-type]  # < 0 where z != 0
@@ -492,7 +495,7 @@ def t_where(ev: Body, e: A.Expr, args: list[Value]) -> Value:
     if kc == "other":
         return c
     if isinstance(a, Const) and isinstance(b, Const) and kc in ("const", "zero"):
-        return const(a.iv.hull(b.iv), _culprit(e, a, b))
+        return lconst(a.iv.hull(b.iv), e, a, b)
     if kc in ("const", "zero") and {ka, kb} <= {"linear", "zero"}:
         out = Lin()
         sel = Const(S.UNIT)
@@ -520,8 +523,8 @@ def t_clamp(ev: Body, e: A.Expr, args: list[Value]) -> Value:
         return _nonlinear(e, [t], f"`{format_expr(e)}` clamps at a relevance-dependent bound")
     if isinstance(t, Const):
         if (lo is not None and nums[0] is None) or (hi is not None and nums[1] is None):
-            return const(S.TOP, _culprit(e, t))
-        return const(S.clamp(t.iv, nums[0], nums[1]), _culprit(e, t))
+            return lconst(S.TOP, e, t)
+        return lconst(S.clamp(t.iv, nums[0], nums[1]), e, t)
     k = klass(t)
     if k in ("linear", "poshom") and all(n in (None, 0.0) for n in nums):
         return Dep("poshom", f"`{format_expr(e)}` rectifies the relevance", e)
@@ -534,7 +537,7 @@ def _extreme(fn: Callable[[Iv, Iv], Iv]) -> Fn:
     def f(ev: Body, e: A.Expr, args: list[Value]) -> Value:
         a, b = args
         if isinstance(a, Const) and isinstance(b, Const):
-            return const(fn(a.iv, b.iv), _culprit(e, a, b))
+            return lconst(fn(a.iv, b.iv), e, a, b)
         if {klass(a), klass(b)} <= DEG1:
             return Dep("poshom", f"`{format_expr(e)}` rectifies the relevance", e)
         if {klass(a), klass(b)} <= DEG0:
@@ -666,7 +669,8 @@ class Body:
                 return self.site.input(e.value.id, None if n is None else int(n), e)
             return Dep("other", f"`{format_expr(e)}` indexes a value", e)
         if isinstance(e, A.Call):
-            if e.func not in TRANSFER:
+            key = _transfer_key(e.func)
+            if key not in TRANSFER:
                 return Dep("other", f"`{e.func}()` is not known to the analysis", e)
             if e.func == "clamp":
                 pos = [self.eval(a) for a in e.args]
@@ -674,5 +678,16 @@ class Body:
                 lo = pos[1] if len(pos) > 1 else kw.get("min")
                 hi = pos[2] if len(pos) > 2 else kw.get("max")
                 return TRANSFER["clamp"](self, e, [pos[0], lo, hi])  # type: ignore[list-item]
-            return TRANSFER[e.func](self, e, [self.eval(a) for a in e.args])
+            return TRANSFER[key](self, e, [self.eval(a) for a in e.args])
         return Dep("other", f"cannot analyse {type(e).__name__}", e)
+
+
+def _transfer_key(func: str) -> str:
+    """The TRANSFER key of a function: its builtin record's `transfer` (rulelang/lang/builtins.py), else its name."""
+    try:
+        from ..lang.builtins import FUNCTIONS
+
+        rec = FUNCTIONS.get(func)
+        return getattr(rec, "transfer", None) or func
+    except ImportError:  # pragma: no cover - records not available
+        return func

@@ -1,6 +1,6 @@
 """Interval/sign domain of the static analysis, and the sign facts of model ops (forward values, Jacobians).
 
-An `Iv` is an interval `[lo, hi]` per channel (numpy arrays, scalar or one entry per channel) plus `nz`: the value
+An `Iv` is an interval `[lo, hi]` per channel (tuples: one value, or one per channel) plus `nz`: the value
 is known never to be 0. Sign sets are derived from it (`signs()`), so `[0, inf]` is "non-negative", `[0, inf]`
 with `nz` "positive", `[-inf, inf]` with `nz` "never zero" (what `stab(z, eps)` of a free-sign z gives).
 Intervals rather than bare signs let z^B's `x - lo` be proved non-negative when the input bounds are known.
@@ -9,10 +9,8 @@ Intervals rather than bare signs let z^B's `x - lo` be proved non-negative when 
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.fx as fx
 import torch.nn as nn
@@ -20,83 +18,100 @@ import torch.nn.functional as F
 
 INF = float("inf")
 
-
-def _arr(v: Any) -> np.ndarray:
-    a = np.asarray(v, dtype=np.float64)
-    return a if a.ndim <= 1 else a.reshape(-1)
+Vec = tuple[float, ...]  # one value, or one per channel
 
 
-def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Broadcast two per-channel arrays; channel counts that disagree collapse to their hull (sound)."""
-    try:
-        x, y = np.broadcast_arrays(a, b)
-        return x, y
-    except ValueError:
-        return np.asarray(a.min() if a.size else 0.0), np.asarray(b.min() if b.size else 0.0)
+def _vec(v: Any) -> Vec:
+    if hasattr(v, "tolist"):
+        v = v.tolist()
+    if isinstance(v, (list, tuple)):
+        flat: list[float] = []
+        for t in v:
+            flat.extend(_vec(t))
+        return tuple(flat) or (0.0,)
+    return (float(v),)
 
 
-@dataclass(frozen=True, eq=False)
+def _inv(t: float) -> float:
+    return 0.0 if abs(t) == INF else (1.0 / t if t != 0 else INF)
+
+
+def _mul(a: float, b: float) -> float:
+    return 0.0 if a == 0 or b == 0 else a * b  # 0 * inf = 0 for intervals
+
+
 class Iv:
-    """An interval per channel; `nz`: never zero."""
+    """An interval per channel (`lo`, `hi`: tuples of floats, length 1 or one per channel); `nz`: never zero.
 
-    lo: np.ndarray
-    hi: np.ndarray
-    nz: bool = False
+    Immutable; its sign set is computed once. Per-channel tuples of different lengths combine through their
+    hull (sound)."""
+
+    __slots__ = ("lo", "hi", "nz", "_signs")
+
+    def __init__(self, lo: Vec, hi: Vec, nz: bool = False) -> None:
+        self.lo, self.hi = lo, hi
+        if not nz:
+            nz = all(t > 0 for t in lo) or all(t < 0 for t in hi)
+        self.nz = nz
+        s = set()
+        if any(t < 0 for t in lo):
+            s.add(-1)
+        if any(t > 0 for t in hi):
+            s.add(1)
+        if not nz and any(a <= 0 <= b for a, b in zip(lo, hi)):
+            s.add(0)
+        self._signs = frozenset(s)
 
     @staticmethod
     def of(lo: Any, hi: Any, nz: bool = False) -> Iv:
-        lo_a, hi_a = _arr(lo), _arr(hi)
-        if lo_a.shape != hi_a.shape:
-            try:
-                lo_a, hi_a = np.broadcast_arrays(lo_a, hi_a)
-            except ValueError:
-                lo_a, hi_a = np.asarray(lo_a.min()), np.asarray(hi_a.max())
-        nz = nz or bool(np.all(lo_a > 0)) or bool(np.all(hi_a < 0))
-        return Iv(np.array(lo_a), np.array(hi_a), nz)
+        a, b = _vec(lo), _vec(hi)
+        if len(a) != len(b):
+            if len(a) == 1:
+                a = a * len(b)
+            elif len(b) == 1:
+                b = b * len(a)
+            else:
+                a, b = (min(a),), (max(b),)
+        return Iv(a, b, nz)
 
     @staticmethod
     def exact(v: Any) -> Iv:
         return Iv.of(v, v)
 
+    def __repr__(self) -> str:
+        return f"Iv({self.lo}, {self.hi}{', nz' if self.nz else ''})"
+
     # ------------------------------------------------------------------------------------------- queries
     def signs(self) -> frozenset[int]:
-        s = set()
-        if np.any(self.lo < 0):
-            s.add(-1)
-        if np.any(self.hi > 0):
-            s.add(1)
-        if not self.nz and np.any((self.lo <= 0) & (self.hi >= 0)):
-            s.add(0)
-        return frozenset(s)
+        return self._signs
 
     @property
     def nonneg(self) -> bool:
-        return -1 not in self.signs()
+        return -1 not in self._signs
 
     @property
     def nonpos(self) -> bool:
-        return 1 not in self.signs()
+        return 1 not in self._signs
 
     @property
     def zero(self) -> bool:
-        return self.signs() <= {0}
+        return self._signs <= {0}
 
     @property
     def free(self) -> bool:
-        s = self.signs()
-        return -1 in s and 1 in s
+        return -1 in self._signs and 1 in self._signs
 
     @property
     def number(self) -> float | None:
-        """The exact value when it is one number for every channel."""
-        if self.lo.size and np.all(self.lo == self.hi) and np.all(self.lo == self.lo.reshape(-1)[0]):
-            v = float(self.lo.reshape(-1)[0])
-            return v if np.isfinite(v) else None
+        """The exact value when it is one finite number for every channel."""
+        v = self.lo[0]
+        if all(t == v for t in self.lo) and all(t == v for t in self.hi) and abs(v) != INF:
+            return v
         return None
 
     def word(self) -> str:
         """`zero`, `nonnegative`, `nonpositive` or `mixed` (as the sign of a matrix or a value)."""
-        s = self.signs()
+        s = self._signs
         if s <= {0}:
             return "zero"
         if -1 not in s:
@@ -106,52 +121,60 @@ class Iv:
         return "mixed"
 
     # ---------------------------------------------------------------------------------------- arithmetic
+    def _pair(self, o: Iv) -> tuple[Iv, Iv]:
+        if len(self.lo) == len(o.lo):
+            return self, o
+        if len(self.lo) == 1:
+            return Iv(self.lo * len(o.lo), self.hi * len(o.lo), self.nz), o
+        if len(o.lo) == 1:
+            return self, Iv(o.lo * len(self.lo), o.hi * len(self.lo), o.nz)
+        return self.collapse(), o.collapse()
+
     def __neg__(self) -> Iv:
-        return Iv.of(-self.hi, -self.lo, self.nz)
+        return Iv(tuple(-t for t in self.hi), tuple(-t for t in self.lo), self.nz)
 
     def __add__(self, o: Iv) -> Iv:
-        a_lo, b_lo = _pair(self.lo, o.lo)
-        a_hi, b_hi = _pair(self.hi, o.hi)
-        with np.errstate(invalid="ignore"):
-            lo, hi = a_lo + b_lo, a_hi + b_hi
-        lo, hi = np.where(np.isnan(lo), -INF, lo), np.where(np.isnan(hi), INF, hi)
-        nz = (self.nz and o.zero) or (o.nz and self.zero)
-        both_pos = (self.nonneg and o.nonneg) and (self.nz or o.nz)
-        both_neg = (self.nonpos and o.nonpos) and (self.nz or o.nz)
-        return Iv.of(lo, hi, nz or both_pos or both_neg)
+        a, b = self._pair(o)
+        lo = tuple(-INF if (x == -INF or y == -INF) else x + y for x, y in zip(a.lo, b.lo))
+        hi = tuple(INF if (x == INF or y == INF) else x + y for x, y in zip(a.hi, b.hi))
+        nz = (a.nz and b.zero) or (b.nz and a.zero)
+        nz = nz or ((a.nonneg and b.nonneg) or (a.nonpos and b.nonpos)) and (a.nz or b.nz)
+        return Iv(lo, hi, nz)
 
     def __sub__(self, o: Iv) -> Iv:
         return self + (-o)
 
     def __mul__(self, o: Iv) -> Iv:
-        a_lo, b_lo = _pair(self.lo, o.lo)
-        a_hi, b_hi = _pair(self.hi, o.hi)
-        with np.errstate(invalid="ignore"):
-            ps = [a_lo * b_lo, a_lo * b_hi, a_hi * b_lo, a_hi * b_hi]
-        ps = [np.where(np.isnan(p), 0.0, p) for p in ps]  # 0 * inf = 0 for intervals
-        return Iv.of(np.minimum.reduce(ps), np.maximum.reduce(ps), self.nz and o.nz)
+        a, b = self._pair(o)
+        lo, hi = [], []
+        for al, ah, bl, bh in zip(a.lo, a.hi, b.lo, b.hi):
+            ps = (_mul(al, bl), _mul(al, bh), _mul(ah, bl), _mul(ah, bh))
+            lo.append(min(ps))
+            hi.append(max(ps))
+        return Iv(tuple(lo), tuple(hi), a.nz and b.nz)
 
     def reciprocal(self) -> Iv:
-        """1 / self; a denominator that may be 0 gives [-inf, inf] (and `maybe_nonfinite` is the caller's)."""
-        if not self.nz and 0 in self.signs():
+        """1 / self; a denominator that may be 0 gives [-inf, inf]."""
+        s = self._signs
+        if 0 in s:
             return TOP
-        s = self.signs()
+        if not s:
+            return TOP  # an empty interval: nothing to prove
         if s <= {1}:
-            with np.errstate(divide="ignore"):
-                return Iv.of(1.0 / self.hi, np.where(self.lo > 0, 1.0 / np.where(self.lo > 0, self.lo, 1), INF), True)
+            return Iv(tuple(_inv(t) for t in self.hi), tuple(_inv(t) if t > 0 else INF for t in self.lo), True)
         if s <= {-1}:
-            with np.errstate(divide="ignore"):
-                return Iv.of(np.where(self.hi < 0, 1.0 / np.where(self.hi < 0, self.hi, -1), -INF), 1.0 / self.lo, True)
+            return Iv(tuple(_inv(t) if t < 0 else -INF for t in self.hi), tuple(_inv(t) for t in self.lo), True)
         return NONZERO
 
     def hull(self, o: Iv) -> Iv:
-        a_lo, b_lo = _pair(self.lo, o.lo)
-        a_hi, b_hi = _pair(self.hi, o.hi)
-        return Iv.of(np.minimum(a_lo, b_lo), np.maximum(a_hi, b_hi), self.nz and o.nz)
+        a, b = self._pair(o)
+        return Iv(tuple(map(min, a.lo, b.lo)), tuple(map(max, a.hi, b.hi)), a.nz and b.nz)
 
     def collapse(self) -> Iv:
         """One interval for every channel."""
-        return Iv.of(self.lo.min(), self.hi.max(), self.nz)
+        if len(self.lo) == 1:
+            return self
+        return Iv((min(self.lo),), (max(self.hi),), self.nz)
 
 
 TOP = Iv.of(-INF, INF)
@@ -191,17 +214,16 @@ def convex(a: Iv) -> Iv:
 def clamp(a: Iv, lo: float | None, hi: float | None) -> Iv:
     out = a
     if lo is not None:
-        out = Iv.of(np.maximum(out.lo, lo), np.maximum(out.hi, lo), out.nz and lo >= 0 or lo > 0)
+        out = Iv(tuple(max(t, lo) for t in out.lo), tuple(max(t, lo) for t in out.hi), (out.nz and lo >= 0) or lo > 0)
     if hi is not None:
-        out = Iv.of(np.minimum(out.lo, hi), np.minimum(out.hi, hi), out.nz and hi <= 0 or hi < 0)
+        out = Iv(tuple(min(t, hi) for t in out.lo), tuple(min(t, hi) for t in out.hi), (out.nz and hi <= 0) or hi < 0)
     return out
 
 
 def maximum(a: Iv, b: Iv) -> Iv:
-    a_lo, b_lo = _pair(a.lo, b.lo)
-    a_hi, b_hi = _pair(a.hi, b.hi)
-    lo, hi = np.maximum(a_lo, b_lo), np.maximum(a_hi, b_hi)
-    return Iv.of(lo, hi, bool(np.all(lo > 0)) or (a.nz and b.nz and a.nonpos and b.nonpos))
+    x, y = a._pair(b)
+    lo, hi = tuple(map(max, x.lo, y.lo)), tuple(map(max, x.hi, y.hi))
+    return Iv(lo, hi, all(t > 0 for t in lo) or (x.nz and y.nz and x.nonpos and y.nonpos))
 
 
 def minimum(a: Iv, b: Iv) -> Iv:
@@ -212,11 +234,12 @@ def stab(z: Iv, eps: float | None) -> Iv:
     """`stab(z, eps)` = z + eps * sign(z) with sign(0) = +1: z's sign, never 0 when eps > 0."""
     if eps is None or eps <= 0:
         return z if eps == 0 else TOP
+    shift = Iv.exact(eps)
     if z.nonneg:
-        return Iv.of(z.lo + eps, z.hi + eps, True)
-    if -1 in z.signs() and z.signs() <= {-1}:
-        return Iv.of(z.lo - eps, z.hi - eps, True)
-    return Iv.of(np.minimum(z.lo - eps, eps), np.maximum(z.hi + eps, -eps), True)
+        return Iv((z + shift).lo, (z + shift).hi, True)
+    if z.signs() <= {-1}:
+        return Iv((z - shift).lo, (z - shift).hi, True)
+    return Iv(tuple(min(t - eps, eps) for t in z.lo), tuple(max(t + eps, -eps) for t in z.hi), True)
 
 
 def power(a: Iv, p: float | None) -> Iv:

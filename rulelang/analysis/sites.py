@@ -126,8 +126,8 @@ class Site:
             if isinstance(t, Const):
                 terms = {(self.name, k): (ws, t.iv, t.src) for k, ws in self._wparts(wv, ev)}
                 iv = layered(bv.iv, terms)
-                culprit = (wv.culprit or "w") if wv.iv.free else _culprit(e, t, bv)
-                return Const(iv, culprit if iv.free else None, terms=terms, base=bv.iv)
+                culprit = ((wv.culprit or "w") if wv.iv.free else _culprit(e, t, bv)) if iv.free else None
+                return Const(iv, culprit, terms=terms, base=bv.iv)
             if not bv.iv.zero:
                 return Dep("other", f"`{format_expr(e)}` adds the bias to a relevance term (affine)", e)
             if isinstance(t, Lin):
@@ -165,8 +165,10 @@ class Site:
             if s.iv.zero and s.terms is None:
                 return Const(S.ZERO)
             iv = S.matmul(jac, s.iv)
+            if not iv.free:
+                return Const(iv)
             culprit = ((wv.culprit if wv else None) or "w") if jac.free and wv is not None else _culprit(e, s)
-            return Const(iv, culprit if iv.free else None)
+            return Const(iv, culprit)
         if isinstance(s, Lin):
             if isinstance(wv, Const):
                 out = Lin()

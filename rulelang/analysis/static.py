@@ -116,7 +116,7 @@ def _bounds_iv(bounds: Any) -> Iv:
     lo = lo.tolist() if hasattr(lo, "tolist") else lo
     hi = hi.tolist() if hasattr(hi, "tolist") else hi
     iv = Iv.of(lo, hi)
-    if bool((iv.lo > iv.hi).any()):
+    if any(a > b for a, b in zip(iv.lo, iv.hi)):
         raise RulelangError(f"input_bounds: lo must not exceed hi (got {bounds!r})")
     return iv
 
@@ -286,7 +286,7 @@ def static(explainer: Any, *, input_bounds: Any = None) -> StaticResult:
 
 
 def _iv_text(iv: Iv) -> list[list[float]]:
-    return [iv.lo.reshape(-1).tolist(), iv.hi.reshape(-1).tolist()]
+    return [list(iv.lo), list(iv.hi)]
 
 
 def verdict_of(chain_ops: list[Any], nodes: dict[str, NodeResult]) -> tuple[str, str, str | None, dict | None]:
