@@ -68,3 +68,7 @@ class NonFiniteError(ExplainError):
 
 class NonFiniteWarning(RuntimeWarning):
     """Issued instead of `NonFiniteError` when the explainer runs with `on_nonfinite="warn"`."""
+
+
+class DataError(RulelangError):
+    """Unknown built-in dataset, split or sample image."""
