@@ -23,7 +23,7 @@ _LAZY: dict[str, str] = {
     "builtin_model": "rulelang.models:builtin_model",
     "builtin_data": "rulelang.data:builtin_data",
     "sample_images": "rulelang.data:sample_images",
-    "heatmap": "rulelang.analysis.heatmap:heatmap",
+    "heatmap": "rulelang.viz.heatmap:heatmap",
     "smoothgrad": "rulelang.compiler.wrappers:smoothgrad",
     "integrated": "rulelang.compiler.wrappers:integrated",
     "analyze": "rulelang.analysis.analyze:analyze",

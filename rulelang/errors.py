@@ -72,3 +72,8 @@ class NonFiniteWarning(RuntimeWarning):
 
 class DataError(RulelangError):
     """Unknown built-in dataset, split or sample image."""
+
+
+class UsageError(RulelangError):
+    """A bad command-line argument or input file given to a `rulelang` command (missing file, out-of-range
+    target, data that does not fit the model)."""

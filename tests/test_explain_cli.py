@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from rulelang.cli import main
-from rulelang.commands.explain import draw_grid, grid_pixel_size, load_image, prepare_inputs
 from rulelang.data import builtin_data
+from rulelang.data.inputs import load_image, prepare_inputs
 from rulelang.models import builtin_model, model_info
+from rulelang.viz.grid import draw_grid, grid_pixel_size
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -280,16 +281,17 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, argv, messag
 
 
 def test_mkdir_creates_the_last_level(tmp_path):
-    from rulelang.commands.explain import ExplainError, check_output
+    from rulelang.commands.explain import check_output
+    from rulelang.errors import UsageError
 
     check_output(tmp_path / "here.png")  # the folder exists: nothing to do
-    with pytest.raises(ExplainError, match="does not exist"):
+    with pytest.raises(UsageError, match="does not exist"):
         check_output(tmp_path / "new" / "o.png")
     check_output(tmp_path / "new" / "o.png", mkdir=True)  # checked, not yet created
     assert not (tmp_path / "new").exists()
     check_output(tmp_path / "new" / "o.png", mkdir=True, create=True)
     assert (tmp_path / "new").is_dir()
-    with pytest.raises(ExplainError, match="its parent"):
+    with pytest.raises(UsageError, match="its parent"):
         check_output(tmp_path / "a" / "b" / "o.png", mkdir=True, create=True)
     assert not (tmp_path / "a").exists()
 

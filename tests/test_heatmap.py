@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import rulelang
-from rulelang.analysis.heatmap import heatmap, normalize_visual, reduce_channels
 from rulelang.errors import RulelangError
+from rulelang.viz.heatmap import heatmap, normalize_visual, reduce_channels
 
 RED = np.array(matplotlib.colormaps["bwr"](1.0)[:3])
 BLUE = np.array(matplotlib.colormaps["bwr"](0.0)[:3])

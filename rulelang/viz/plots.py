@@ -207,7 +207,7 @@ def plot_heatmaps(
 ) -> Path:
     """A grid: first row the input `images`, then one row per entry of `rows` (name -> N×C×H×W attributions;
     None or a missing row is left blank). Heatmaps use ``rulelang.heatmap`` (red +, blue −)."""
-    from ..analysis.heatmap import heatmap
+    from .heatmap import heatmap
 
     items = list(rows.items()) if isinstance(rows, Mapping) else list(rows)
     imgs = _display(images)
