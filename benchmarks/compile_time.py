@@ -31,7 +31,7 @@ def _phases(model, rule: str, x) -> dict[str, float]:
     from rulelang.compiler.checks import check_graph
     from rulelang.compiler.explainer import Explainer
     from rulelang.compiler.match import match
-    from rulelang.graph.canonicalize import build_opgraph
+    from rulelang.graph.opgraph import build_opgraph
     from rulelang.graph.trace import trace
     from rulelang.lang.loader import load
 

@@ -14,7 +14,7 @@ import torch.fx as fx
 from torch import nn
 
 from ..errors import ExplainError, NonFiniteError, NonFiniteWarning, RulelangError
-from ..graph.canonicalize import build_opgraph
+from ..graph.opgraph import build_opgraph
 from ..graph.ir import OpGraph
 from ..graph.trace import LeafSpec, eval_mode, trace
 from ..lang import ast as A
