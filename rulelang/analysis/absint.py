@@ -347,7 +347,7 @@ def t_div(ev: Body, e: A.Expr, args: list[Value]) -> Value:
                     out.parts[k] = replace(p, guard=Guard(b.guard.terms, old.coef * g_inv * old.msign))
             return out
         if ka in ("poshom", "inv"):
-            return replace(a)  # type: ignore[arg-type]
+            return replace(a)
     if ka in DEG0 and kb in DEG0 and "inv" in (ka, kb):
         d = _first_dep([a, b])
         return Dep("inv", d.why if d else "", d.context if d else e)
@@ -627,8 +627,8 @@ class Body:
             self._locals.add(a.name)
         return self.eval(block.result)
 
-    def kwarg(self, e: A.Call, name: str) -> Value | None:
-        for k, v in e.kwargs:
+    def kwarg(self, e: A.Expr, name: str) -> Value | None:
+        for k, v in getattr(e, "kwargs", ()):
             if k == name:
                 return self.eval(v)
         return None

@@ -272,7 +272,7 @@ _ACT_SIGN_KEEPING = frozenset({"tanh", "tanh_", "softsign"})  # odd, increasing:
 
 def _target_name(node: fx.Node, root: nn.Module) -> str:
     if node.op == "call_module":
-        return type(root.get_submodule(node.target)).__name__.lower()
+        return type(root.get_submodule(str(node.target))).__name__.lower()
     t = node.target
     return (t if isinstance(t, str) else getattr(t, "__name__", str(t))).lower()
 
@@ -287,7 +287,7 @@ def add_subtracts(node: fx.Node) -> bool:
 def _pad_value(node: fx.Node, root: nn.Module) -> float | None:
     """The fill value of a constant pad (0 for other reshapes; None when unknown)."""
     if node.op == "call_module":
-        return float(getattr(root.get_submodule(node.target), "value", 0.0) or 0.0)
+        return float(getattr(root.get_submodule(str(node.target)), "value", 0.0) or 0.0)
     if node.op == "call_function" and node.target is F.pad:
         mode = node.kwargs.get("mode", node.args[2] if len(node.args) > 2 else "constant")
         if mode != "constant":

@@ -8,8 +8,9 @@ builds synthetic ones per op kind (`synthetic.py`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,10 @@ from .signs import Iv
 
 #: Linearity words, weakest claim last.
 LINEARITY = ("linear", "positively-homogeneous", "none", "other")
+
+
+def _same(v: Value) -> Value:
+    return v
 
 
 def stream_value(name: str) -> Lin:
@@ -56,7 +61,7 @@ class Site:
         return self.w is not None
 
     # ------------------------------------------------------------------------------------------- names
-    def names(self, rf: A.RuleFile, streams: dict[str, Value], fitted: tuple[str, ...]) -> dict[str, Callable]:
+    def names(self, rf: A.RuleFile, streams: Mapping[str, Value], fitted: tuple[str, ...]) -> dict[str, Callable]:
         i = self.i
         missing = Const(S.TOP, "x0")
         out: dict[str, Callable[[], Value]] = {
@@ -69,12 +74,12 @@ class Site:
         if self.w is not None:
             out["w"] = lambda: self.w  # type: ignore[return-value,assignment]
             out["b"] = lambda: self.b or Const(S.TOP, "b")
-        for k, v in rf.params:
-            out[k] = lambda v=v: param_value(v)
+        for k, p in rf.params:
+            out[k] = partial(param_value, p)
         for s, v in streams.items():
-            out[s] = lambda v=v: v
+            out[s] = partial(_same, v)
         for f in fitted:
-            out[f] = lambda f=f: Const(S.TOP, f, wkey=f"fit:{f}")
+            out[f] = partial(Const, S.TOP, f, wkey=f"fit:{f}")
         return out
 
     def input(self, which: str, j: int | None, e: A.Expr) -> Value:

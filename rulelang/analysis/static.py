@@ -15,6 +15,7 @@ layer may read a signed network input):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,10 @@ def _has_bias(gm: fx.GraphModule, op: Any) -> bool:
     return True
 
 
+def _forward(kind: str, node: fx.Node, gm: fx.GraphModule, ivs: list[Iv]) -> Iv:
+    return S.forward_sign(kind, node, gm, ivs)
+
+
 class _Analysis:
     def __init__(self, explainer: Any, input_bounds: Any) -> None:
         self.ex = explainer
@@ -179,13 +184,13 @@ class _Analysis:
             kind=kind,
             xs=[val(main, n, "x") for n in op.inputs],
             y=val(main, op.out, "y"),
-            fwd=lambda ivs, op=op: S.forward_sign(kind, op.node, gm, ivs),
+            fwd=partial(_forward, kind, op.node, gm),
             x0s=[val(ref, n, "x0") for n in op.inputs] if ref else None,
             y0=val(ref, op.out, "y0") if ref else None,
             w=Const(S.TOP, "w", wkey="w") if parametric else None,
             b=(Const(S.TOP, "b") if _has_bias(gm, op) else Const(S.ZERO)) if parametric else None,
             jac=jac,
-            fwdq=lambda j, attr, op=op: self.forward_quantity(op, j, attr),
+            fwdq=partial(self.forward_quantity, op),
             i=i,
         )
 

@@ -44,7 +44,7 @@ SCENARIOS: tuple[tuple[str, str, bool, bool, tuple[str, ...], str], ...] = (
 
 def _kind(name: str) -> Any:
     try:
-        from ..lang.kinds import Kind  # type: ignore[attr-defined]
+        from ..lang.kinds import Kind
 
         return Kind(name)
     except (ImportError, ValueError, TypeError):
