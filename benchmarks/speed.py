@@ -37,6 +37,10 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 
+#: keyword arguments of every rulelang.compile (`--no-cache`: {"cache_parameters": False})
+COMPILE_OPTIONS: dict[str, Any] = {}
+_EXPLAINERS: dict[str, Any] = {}
+
 DEFAULT_RULES = "gradient,lrp-epsilon,lrp-zplus,lrp-alpha2-beta1,lrp-epsilon-plus-flat,guided-backprop"
 QUICK_RULES = "gradient,lrp-epsilon,lrp-zplus"
 
@@ -57,8 +61,9 @@ def _methods(
             try:
                 C.sync(device)
                 t0 = time.perf_counter()
-                # the benchmark never edits weights: derived weights (w.pos, folded BN) are computed once
-                explainer = rulelang.compile(model, rule, example_input=x, cache_parameters=True)
+                # default settings: derived weights (w.pos, folded BN) are cached (--no-cache turns that off)
+                explainer = rulelang.compile(model, rule, example_input=x, **COMPILE_OPTIONS)
+                _EXPLAINERS[key] = explainer
                 C.sync(device)
                 compile_s = time.perf_counter() - t0
                 fn = lambda e=explainer: e(x, target=target)
@@ -190,6 +195,8 @@ def run_speed(
         row["compile_seconds"] = m.compile_seconds
         row["first_call_seconds"] = m.first_call_seconds
         row.update(m.extra)
+        if m.name in _EXPLAINERS:  # derived weights the explainer keeps between calls (explainer.cache_bytes)
+            row["cache_mib"] = round(_EXPLAINERS[m.name].cache_bytes / 2**20, 2)
         report[m.name] = row
     grad = report.get("gradient", {}).get("seconds")
     for _key, row in report.items():
@@ -266,6 +273,7 @@ def run_speed(
             "zennit_canonizer": canon if peers else None,
             "target": "argmax of the model's logits",
             "peers": peers,
+            "compile_options": dict(COMPILE_OPTIONS),
         },
         "environment": C.environment(dev),
         "memory": mem_note,
@@ -282,6 +290,7 @@ def _cpu_memory_in_child(
     cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", key, "--model", model_name]
     cmd += ["--batch", str(batch), "--dtype", dtype, "--rules", ",".join(rules) or "gradient"]
     cmd += ["--seed", str(seed), "--threads", str(threads)] + (["--size", str(size)] if size else [])
+    cmd += ["--no-cache"] if COMPILE_OPTIONS.get("cache_parameters") is False else []
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     try:
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800, check=True).stdout
@@ -323,6 +332,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument(
+        "--no-cache", action="store_true", help="compile with cache_parameters=False (derived weights per call)"
+    )
     p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     p.add_argument(
         "--quick",
@@ -330,6 +342,8 @@ def main(argv: list[str] | None = None) -> None:
         help=f"small CPU run: 32x32 input, batch 2, repeat 5, 1 CPU thread, rules {QUICK_RULES}",
     )
     args = p.parse_args(argv)
+    if args.no_cache:
+        COMPILE_OPTIONS["cache_parameters"] = False
     if args.quick and args.threads is None and args.device == "cpu":
         args.threads = 1  # OpenMP threads spin-waiting on a shared, oversubscribed CPU cost 10x (measured here)
     if args.threads:

@@ -85,8 +85,11 @@ def check_graph(explainer: Explainer, example_input: torch.Tensor) -> None:
         with torch.no_grad():
             if hoisted is not None:
                 derive, _ = hoisted
-                with stateless._reparametrize_module(derive, _meta_state(derive)):
-                    args.extend(ShapeChecker(derive).run())
+                attrs = [
+                    torch.empty_like(t, device="meta") if isinstance(t, torch.Tensor) else t
+                    for t in explainer.hoisted_inputs(key)
+                ]
+                args.extend(ShapeChecker(derive).run(*attrs))
             with stateless._reparametrize_module(gm, _meta_state(gm)):
                 ShapeChecker(gm).run(*args)
     except NoMetaKernel:

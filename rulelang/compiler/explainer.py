@@ -81,7 +81,7 @@ class Explainer(nn.Module):
         graph: OpGraph,
         plan: Plan,
         rules: A.RuleFile,
-        cache_parameters: bool = False,
+        cache_parameters: bool = True,
         input_bounds: tuple[Any, Any] | None = None,
         on_nonfinite: OnNonfinite = "raise",
         source: Source | None = None,
@@ -138,7 +138,8 @@ class Explainer(nn.Module):
     def refresh(self) -> None:
         """Forgets built graphs and cached derived parameters, and traces the model again when its structure
         changed since compiling (a submodule replaced, added or removed). Needed after replacing a module of the
-        model, or, with cache_parameters=True, after editing weights in place through `.data`."""
+        model, or, after editing weights in place through `.data` (invisible to the parameter
+        cache's version check)."""
         self._forget()
         problem = self._snapshot.problem()
         if problem is None:
@@ -236,18 +237,36 @@ class Explainer(nn.Module):
         gm.graph.eliminate_dead_code()
         gm.recompile()
         if self.cache_parameters and mode in ("explain", "propagate"):
-            derive, names = split_static(gm, self)
+            derive, names, targets = split_static(gm, self)
             if derive is not None:
-                self._caches[key] = ParameterCache(derive, names)
+                self._caches[key] = ParameterCache(derive, names, targets, self)
         self._built[key] = gm
         return gm
 
     def hoisted_graph(self, key: GraphKey) -> tuple[fx.GraphModule, list[str]] | None:
-        """With `cache_parameters=True`: the graph computing the weight-only values hoisted out of `build(key)`,
-        and the keyword names `build(key)` receives them under; None when nothing is hoisted."""
+        """With `cache_parameters=True`: the graph computing the weight-only values hoisted out of `build(key)`
+        (its inputs: `hoisted_inputs(key)`), and the keyword names `build(key)` receives them under; None when
+        nothing is hoisted."""
         self.build(key)
         cache = self._caches.get(key)
         return (cache.derive, list(cache.names)) if cache is not None else None
+
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes held by the parameter cache now: derived weights (w.pos, folded BatchNorm, ...) kept between
+        calls, counted once per storage (0 with `cache_parameters=False` or before the first call)."""
+        seen: dict[tuple[Any, int], int] = {}
+        for cache in self._caches.values():
+            for t in cache.tensors():
+                st = t.untyped_storage()
+                seen[(t.device, st.data_ptr())] = st.nbytes()
+        return sum(seen.values())
+
+    def hoisted_inputs(self, key: GraphKey) -> list[Any]:
+        """The attributes (parameters, buffers) `hoisted_graph(key)`'s graph takes, read from the model now."""
+        self.build(key)
+        cache = self._caches.get(key)
+        return [cache.fetch(t) for t in cache.targets] if cache is not None else []
 
     def _hoisted(self, key: GraphKey) -> dict[str, Any]:
         cache = self._caches.get(key)
@@ -573,7 +592,7 @@ def compile(
     fold_batchnorm: bool = True,
     check: bool = True,
     fitted: str | Path | dict | None = None,
-    cache_parameters: bool = False,
+    cache_parameters: bool = True,
     input_bounds: tuple[Any, Any] | None = None,
     on_nonfinite: OnNonfinite = "raise",
     **params: Any,
@@ -582,8 +601,9 @@ def compile(
 
     `params` override the rule file's parameters; `fitted` loads statistics saved by `save_fitted` (rules
     with `fit:`; otherwise run `rulelang.fit`). `cache_parameters=True` computes tensors derived from the
-    weights alone (w.pos, folded BatchNorm, ...) once, and again only when a parameter's storage or version
-    changes (in-place edits through `.data` are invisible to versions: call `explainer.refresh()` then).
+    weights alone (w.pos, folded BatchNorm, ...) once, and again only when a parameter is replaced or its storage,
+    version, dtype, device or shape changes (the default; `explainer.cache_bytes` says what it holds, `False` turns
+    it off). In-place edits through `.data` are invisible to versions: call `explainer.refresh()` after them.
     `input_bounds=(lo, hi)` (scalars or one value per channel) declares the range of the model input for the
     static analysis (`rulelang.analysis.static`). `on_nonfinite` ("raise", "warn", "ignore") says what a call
     does when the attribution holds NaN/inf. Fails closed when a node of the model matches no rule, when the

@@ -2,7 +2,7 @@
 
 `split_static` cuts an explaining GraphModule in two: `derive`, the nodes computed from parameters and
 buffers alone, and `main`, which receives their results as extra inputs. `ParameterCache` reruns `derive`
-only when a parameter's storage or version counter changes.
+only when a parameter's identity, storage, version counter, dtype, device or shape changes.
 """
 
 from __future__ import annotations
@@ -27,24 +27,32 @@ def _static_nodes(graph: fx.Graph) -> set[fx.Node]:
     return static
 
 
-def split_static(gm: fx.GraphModule, root: torch.nn.Module) -> tuple[fx.GraphModule | None, list[str]]:
-    """Rewrites `gm` in place to take hoisted values as keyword inputs; returns the `derive` module and the
-    input names (None and [] when there is nothing to hoist)."""
+def split_static(gm: fx.GraphModule, root: torch.nn.Module) -> tuple[fx.GraphModule | None, list[str], list[str]]:
+    """Rewrites `gm` in place to take hoisted values as keyword inputs.
+
+    Every parameter-only value the per-call graph reads becomes an input: the derived ones (w.pos, folded
+    BatchNorm) and the raw attributes too, so that nothing in `gm` holds a tensor captured at build time.
+    Returns the `derive` module (its inputs: the attributes at `targets`, read from `root` on every call), the
+    input names, and the attribute targets (None, [], [] when the graph reads no attribute).
+    """
     graph = gm.graph
     static = _static_nodes(graph)
-    frontier = [n for n in graph.nodes if n in static and n.op != "get_attr" and any(u not in static for u in n.users)]
+    frontier = [n for n in graph.nodes if n in static and any(u not in static for u in n.users)]
     if not frontier:
-        return None, []
+        return None, [], []
     derive = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
+    targets: list[str] = []
     for n in graph.nodes:
         if n in static:
-            env[n] = derive.node_copy(n, lambda a: env[a])
+            if n.op == "get_attr":
+                env[n] = derive.placeholder(f"attr_{len(targets)}")
+                targets.append(str(n.target))
+            else:
+                env[n] = derive.node_copy(n, lambda a: env[a])
     derive.output(tuple(env[n] for n in frontier))
-    derive.eliminate_dead_code()
 
     last_input = [n for n in graph.nodes if n.op == "placeholder"][-1]
-    names = []
     for k, n in enumerate(reversed(frontier)):
         with graph.inserting_after(last_input):
             p = graph.placeholder(f"hoisted_{len(frontier) - 1 - k}", default_value=None)
@@ -52,37 +60,51 @@ def split_static(gm: fx.GraphModule, root: torch.nn.Module) -> tuple[fx.GraphMod
     names = [f"hoisted_{k}" for k in range(len(frontier))]
     graph.eliminate_dead_code()
     gm.recompile()
-    derive_gm = fx.GraphModule(root, derive, class_name="DeriveParameters")
-    return derive_gm, names
+    derive_gm = fx.GraphModule(torch.nn.Module(), derive, class_name="DeriveParameters")
+    return derive_gm, names, targets
 
 
 class ParameterCache:
-    """Runs `derive` again only when a tensor it reads changed storage or version."""
+    """Runs `derive` again only when an attribute it reads was replaced or changed storage, version, dtype,
+    device or shape; the attributes are looked up on `root` at every call (never captured)."""
 
-    def __init__(self, derive: fx.GraphModule, names: list[str]) -> None:
+    def __init__(self, derive: fx.GraphModule, names: list[str], targets: list[str], root: torch.nn.Module) -> None:
         self.derive = derive
         self.names = names
-        self._attrs = [n.target for n in derive.graph.nodes if n.op == "get_attr"]
+        self.targets = targets
+        self.root = root
         self._key: Any = None
         self._values: tuple = ()
+        self._inputs: list[Any] = []
 
-    def _fetch(self, target: str) -> Any:
-        obj: Any = self.derive
+    def fetch(self, target: str) -> Any:
+        obj: Any = self.root
         for part in target.split("."):
             obj = getattr(obj, part)
         return obj
 
     def values(self) -> dict[str, Any]:
-        tensors = [self._fetch(t) for t in self._attrs]
+        tensors = [self.fetch(t) for t in self.targets]
+        # identity (a parameter replaced by another), storage (`.data = ...`, `.to()`), version (in-place ops
+        # through autograd-visible paths), dtype, device and shape; edits through `.data` keep all of these:
+        # `Explainer.refresh()` drops the cache then
         key = tuple(
-            (t.data_ptr(), t._version, t.dtype, t.device) if isinstance(t, torch.Tensor) else id(t) for t in tensors
+            (id(t), t.data_ptr(), t._version, t.dtype, t.device, t.shape) if isinstance(t, torch.Tensor) else id(t)
+            for t in tensors
         )
         if key != self._key:
             with torch.no_grad():
-                self._values = self.derive()
+                self._values = self.derive(*tensors)
             self._key = key
+            self._inputs = tensors
         return dict(zip(self.names, self._values))
+
+    def tensors(self) -> list[torch.Tensor]:
+        """The derived tensors held now, without the model's own (empty before the first call or after `clear`)."""
+        own = {t.untyped_storage().data_ptr() for t in self._inputs if isinstance(t, torch.Tensor)}
+        return [v for v in self._values if isinstance(v, torch.Tensor) and v.untyped_storage().data_ptr() not in own]
 
     def clear(self) -> None:
         self._key = None
         self._values = ()
+        self._inputs = []

@@ -161,10 +161,15 @@ class Lowering:
     def _sum(self, values: list[Value], like: fx.Node) -> Value:
         if not values:
             return self.em.call(torch.zeros_like, self.value(like))
-        total = values[0]
-        for v in values[1:]:
-            total = self.em.call(operator.add, total, v)
-        return total
+        if len(values) == 1:
+            return values[0]
+        if len(values) == 2 or any(not isinstance(v, fx.Node) for v in values):
+            total = values[0]
+            for v in values[1:]:
+                total = self.em.call(operator.add, total, v)
+            return total
+        # many consumers (DenseNet's concatenations): one fresh buffer accumulated in place, same order of adds
+        return self.em.call(prims.sum_all, *values)
 
     # ------------------------------------------------------------------------------------------- scopes
     def param_thunks(self, like: Callable[[], Value]) -> dict[str, Callable[[], Value]]:

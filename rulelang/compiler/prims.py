@@ -16,7 +16,44 @@ def stab(z: Any, eps: Any) -> Any:
     """z + eps * sign(z) with sign(0) = +1."""
     if not isinstance(z, torch.Tensor):
         return z + eps if z >= 0 else z - eps
-    return z + eps * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+    # one comparison and one select over two adds (was ge, where, cast, mul, add); z + eps * (+-1) == z +- eps
+    # exactly, so the result is bit-identical to the five-kernel form
+    return torch.where(z >= 0, z + eps, z - eps)
+
+
+def relu_vjp(s: Any, out: torch.Tensor) -> Any:
+    """The vjp of a ReLU from its output: `s` where the output is positive, else 0.
+
+    `relu(x) > 0` exactly when `x > 0`, so the pre-activation need not be kept alive; one kernel
+    (`threshold_backward`, what autograd runs) when `s` matches the output's shape and dtype.
+    """
+    if isinstance(s, torch.Tensor) and s.shape == out.shape and s.dtype == out.dtype:
+        return torch.ops.aten.threshold_backward(s, out, 0)
+    return torch.where(out > 0, s, 0.0)
+
+
+def sum_all(*values: Any) -> Any:
+    """The sum of relevance contributions: one fresh buffer, the rest added in place (no temporaries).
+
+    Same order of additions as `((a + b) + c) + ...`, so bit-identical to the chain of out-of-place adds.
+    """
+    total = values[0] + values[1]
+    for v in values[2:]:
+        if (
+            isinstance(total, torch.Tensor)
+            and isinstance(v, torch.Tensor)
+            and torch.broadcast_shapes(total.shape, v.shape) == total.shape
+            and torch.result_type(total, v) == total.dtype
+        ):
+            total.add_(v)
+        else:
+            total = total + v
+    return total
+
+
+def cat_vjp(s: torch.Tensor, dim: int, start: int, length: int) -> torch.Tensor:
+    """The vjp of `torch.cat` w.r.t. one input: the slice of `s` that input filled."""
+    return s.narrow(dim, start, length)
 
 
 def one_hot(y: torch.Tensor, target: Any) -> torch.Tensor:
@@ -174,11 +211,16 @@ def generic_vjp(fn: Callable[..., Any], positions: Sequence[int], s: torch.Tenso
 def reference_input(x: torch.Tensor, reference: Any, kind: str) -> torch.Tensor:
     """The reference input x0 of `reference:` rules: zeros, the caller's tensor, or a blurred copy of x."""
     if kind == "zeros":
-        return torch.zeros_like(x) if reference is None else reference.to(x.dtype).expand_as(x)
+        # one reference sample shared by the batch: the reference pass runs on batch 1 and broadcasts
+        return (
+            torch.zeros((1,) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
+            if reference is None
+            else _shared(reference, x)
+        )
     if kind == "input":
         if reference is None:
             raise ValueError("this rule needs a reference input: call explainer(x, target, reference=x0)")
-        return reference.to(x.dtype).expand_as(x)
+        return _shared(reference, x)
     if kind == "blur":
         if reference is not None:
             return reference.to(x.dtype).expand_as(x)
@@ -190,6 +232,16 @@ def reference_input(x: torch.Tensor, reference: Any, kind: str) -> torch.Tensor:
             out = torch.nn.functional.conv2d(out, k2.expand(c, 1, 5, 5), padding=2, groups=c)
         return out
     raise ValueError(f"unknown reference kind {kind!r}")
+
+
+def _shared(reference: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A caller's reference as one sample (batch 1, broadcast by the rules) when it is one, else per sample."""
+    r = reference.to(x.dtype)
+    if r.dim() == x.dim() - 1:
+        r = r.unsqueeze(0)
+    if r.dim() == x.dim() and r.shape[0] == 1 and tuple(r.shape[1:]) == tuple(x.shape[1:]):
+        return r
+    return r.expand_as(x)
 
 
 def pair(v: Any) -> tuple[int, int]:

@@ -199,7 +199,7 @@ SPECS: dict[Kind, KindSpec] = {
             methods=("mul", "mul_", "__mul__", "__rmul__"),
             generic=True,
         ),
-        KindSpec(Kind.CAT, functions=(torch.cat, torch.concat, torch.stack), generic=True, **_ROUTING),
+        KindSpec(Kind.CAT, functions=(torch.cat, torch.concat, torch.stack), **_ROUTING),
         # padding with a negative constant breaks the output fact: `output_nonneg` checks for it
         KindSpec(
             Kind.RESHAPE,

@@ -1,13 +1,12 @@
-"""ReLU: forward `torch.relu`, vjp a mask of the positive inputs."""
+"""ReLU: forward `torch.relu`, vjp a mask of the positive outputs (one `threshold_backward`, as autograd)."""
 
 from __future__ import annotations
-
-import operator
 
 import torch
 
 from ...graph.ir import Op
 from ...lang.kinds import Kind
+from .. import prims
 from .base import Generic, Lowerer, Value
 from .registry import register
 
@@ -21,5 +20,5 @@ class Relu(Generic):
         return lw.em.call(torch.relu, inputs[0])
 
     def vjp(self, lw: Lowerer, op: Op, s: Value, index: int, w: Value = None, b: Value = None) -> Value:
-        mask = lw.em.call(operator.gt, lw.input_value(op, 0), 0)
-        return lw.em.call(torch.where, mask, s, 0.0)
+        # from the ReLU's output, not its input: the pre-activation is then freed after the forward pass
+        return lw.em.call(prims.relu_vjp, s, lw.value(op.out))
