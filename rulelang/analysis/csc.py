@@ -212,7 +212,7 @@ def csc(
                 maps[o.name] = readout(
                     rel,
                     None if a is None else a.repeat_interleave(probes, 0),
-                    None if a0 is None else a0.repeat_interleave(probes, 0),
+                    None if a0 is None else (a0 if a0.shape[0] == 1 else a0.repeat_interleave(probes, 0)),
                 )
             maps["input"] = out.attribution
             for key, t in maps.items():

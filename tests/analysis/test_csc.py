@@ -130,7 +130,7 @@ def test_two_stream_rule_reads_the_final_block_at_every_node(models, data):
     rel = r.relevances["features_12"]
     assert set(rel) == {"mp", "mn"}
     a = activations(ex, x[:2], [op])["features_12"]
-    a0 = activations(ex, torch.zeros_like(x[:2]), [op])["features_12"]
+    a0 = activations(ex, readout.reference(x[:2], None), [op])["features_12"]
     got = readout(rel, a, a0)
     want = (a - a0).clamp(min=0) * rel["mp"] + (a - a0).clamp(max=0) * rel["mn"]
     torch.testing.assert_close(got, want)

@@ -50,7 +50,7 @@ def test_zplus_maps_are_non_negative_and_the_chain_collapses(cnn, x, gradient_ch
 def test_gradient_node_map_is_the_transposed_weight(cnn, gradient_chain):
     node = {n.node: n for n in gradient_chain.nodes}["classifier_5"]
     assert node.method == "exact" and (node.n_in, node.n_out) == (128, 10)
-    s = torch.linalg.svdvals(cnn.classifier[5].weight.double())
+    s = torch.linalg.svdvals(cnn.classifier[5].weight.detach().double())
     assert node.sigma1 == pytest.approx(float(s[0]), rel=1e-5)
     assert node.sigma2 == pytest.approx(float(s[1]), rel=1e-5)
     w = cnn.classifier[5].weight.detach()
