@@ -80,7 +80,8 @@ PROPERTIES: dict[str, Property] = {
             P.conserves,
             _declares_conservation,
             bias=False,
-            inputs=tuple(k for k in INPUT_KINDS if k != "tiny"),  # at |z| ~ eps the stabiliser takes a share
+            # bias-free models map zeros and dead inputs to a zero output; at |z| ~ eps the stabiliser takes a share
+            inputs=("normal", "large", "positive"),
             summary="sum of attribution = seed (no bias)",
         ),
         Property("agrees", P.agrees, _has_reference, summary="equals the reference function"),
@@ -241,7 +242,9 @@ def check_property(
         return Result(rule, p.name, "not applicable", reason=f"on every example: {state['why']}")
     if state["n"] == 0 and state["capped"]:
         return Result(rule, p.name, "skipped", reason="time cap reached before the first example")
-    notes = ([f"{state['vacuous']} examples vacuous"] if state["vacuous"] else []) + ([capped] if capped else [])
+    notes = (
+        [f"{state['vacuous']} example{'s' if state['vacuous'] != 1 else ''} vacuous"] if state["vacuous"] else []
+    ) + ([capped] if capped else [])
     return Result(rule, p.name, "passed", state["n"], reason="; ".join(notes))
 
 
