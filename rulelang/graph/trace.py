@@ -207,10 +207,6 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _is_tensor_node(node: fx.Node) -> bool:
-    return isinstance(node.meta.get("tensor_meta"), TensorMetadata)
-
-
 def is_tensor_node(node: fx.Node) -> bool:
     """Whether shape propagation saw `node` produce one floating-point tensor: an activation. Integer and boolean
     tensors (masks such as `h > 0` in `torch.where(h > 0, h, 0.1 * h)`, indices) carry no relevance."""

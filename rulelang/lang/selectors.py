@@ -12,7 +12,6 @@ mask per distinct selector: linear in the number of rules, not quadratic.
 from __future__ import annotations
 
 from functools import lru_cache
-from itertools import product
 
 from . import kinds as K
 from .ast import And, Kind, NameGlob, Not, Or, Position, Selector
@@ -52,12 +51,6 @@ def holds(s: Selector, kind: str, truth: dict[Atom, bool]) -> bool:
     if isinstance(s, Or):
         return holds(s.left, kind, truth) or holds(s.right, kind, truth)
     raise TypeError(f"not a selector: {s!r}")
-
-
-def _cases(atom_list: list[Atom]):
-    for kind in sorted(UNIVERSE):
-        for values in product((False, True), repeat=len(atom_list)):
-            yield kind, dict(zip(atom_list, values))
 
 
 @lru_cache(maxsize=4096)
@@ -162,11 +155,3 @@ class Coverage:
         self.empty = False
         if not self.gave_up and self._grow(s):
             self.covered |= self._mask(s)
-
-
-def covered_by(s: Selector, earlier: list[Selector]) -> bool:
-    """True when every node `s` can match is matched by one of `earlier` (so a rule with `s` never fires)."""
-    cov = Coverage()
-    for e in earlier:
-        cov.add(e)
-    return cov.shadowed(s)

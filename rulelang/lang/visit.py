@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .ast import Attr, Binary, Block, Call, Expr, Index, Name, Num, Unary
+from .ast import Attr, Binary, Call, Expr, Index, Name, Num, Unary
 
 
 def children(e: Expr) -> tuple[Expr, ...]:
@@ -34,10 +34,3 @@ def walk(e: Expr) -> Iterator[Expr]:
 def names(e: Expr) -> set[str]:
     """The variable names `e` reads."""
     return {n.id for n in walk(e) if isinstance(n, Name)}
-
-
-def block_exprs(b: Block) -> Iterator[Expr]:
-    """The block's expressions: each assignment's value, then the result."""
-    for a in b.assigns:
-        yield a.value
-    yield b.result

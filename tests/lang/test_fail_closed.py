@@ -4,6 +4,7 @@ library-name hints, and the linear shadowing check agreeing with brute force."""
 from __future__ import annotations
 
 import os
+from itertools import product
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from rulelang.lang.ast import And, Kind, NameGlob, Not, Or, Position
 from rulelang.lang.checker import check, check_path
 from rulelang.lang.kinds import ALIASES, KINDS
 from rulelang.lang.loader import load, resolve_path
-from rulelang.lang.selectors import Coverage, _cases, atoms, holds
+from rulelang.lang.selectors import UNIVERSE, Coverage, atoms, holds
 
 SECRET = "hunter2-SECRET"
 
@@ -220,6 +221,13 @@ _selectors = st.recursive(
     ),
     max_leaves=5,
 )
+
+
+def _cases(atom_list):  # type: ignore[no-untyped-def]
+    """Every (op kind, truth value of each atom) case."""
+    for kind in sorted(UNIVERSE):
+        for values in product((False, True), repeat=len(atom_list)):
+            yield kind, dict(zip(atom_list, values))
 
 
 def _brute_covered(s, earlier) -> bool:  # type: ignore[no-untyped-def]
