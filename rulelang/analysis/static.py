@@ -290,8 +290,9 @@ def static(explainer: Any, *, input_bounds: Any = None) -> StaticResult:
     return StaticResult(verdict, summary, nodes, first_break, chain, tail, name, assumptions)
 
 
-def _iv_text(iv: Iv) -> list[list[float]]:
-    return [list(iv.lo), list(iv.hi)]
+def _iv_text(iv: Iv) -> list[list[float | None]]:
+    """[lo, hi] per channel, JSON-safe (an unbounded side is null)."""
+    return [[t if abs(t) != S.INF else None for t in iv.lo], [t if abs(t) != S.INF else None for t in iv.hi]]
 
 
 def verdict_of(chain_ops: list[Any], nodes: dict[str, NodeResult]) -> tuple[str, str, str | None, dict | None]:

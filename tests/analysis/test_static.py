@@ -192,7 +192,8 @@ def test_sign_x_on_signed_input_is_mixed_at_the_first_layer(tmp_path, cnn, digit
 
 def test_to_dict_schema(cnn, digits):
     _, res = _analyse(cnn, "lrp-alpha2-beta1", digits)
-    d = json.loads(json.dumps(res.to_dict()))
+    d = json.loads(json.dumps(res.to_dict(), allow_nan=False))
+    assert d["assumptions"] == {"input": "unbounded (signed)", "input_interval": [[None], [None]]}
     assert d["verdict"] == "mixed" and d["first_break"] == res.first_break and d["summary"] == res.summary
     node = d["nodes"]["features_2"]
     assert set(node) >= {"kind", "linearity", "sign", "why", "rule", "rule_line"}
