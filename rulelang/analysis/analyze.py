@@ -35,7 +35,7 @@ CHECKS: tuple[str, ...] = ("static", "theory", "csc", "sanity")
 DEFAULTS: dict[str, Any] = {
     "n": 32,
     "probes": 5,
-    "theory_n": 2,
+    "theory_n": 1,
     "heatmap_images": 4,
     "randomization": "cascading",
     "fit_n": 256,
@@ -251,7 +251,7 @@ def analyze(
     device : ``"cpu"`` or ``"cuda"``. seed : seeds image choice, probes, random classes, re-initialisation.
     progress : tqdm progress bars (None: only on a terminal). out : also save the report there.
     **options : ``weights`` (state_dict file for a named model), ``probes`` (5), ``theory_n`` (images for the
-        theory, 2), ``heatmap_images`` (4), ``randomization`` ("cascading" or "independent"),
+        theory, 1), ``heatmap_images`` (4), ``randomization`` ("cascading" or "independent"),
         ``input_bounds`` and ``params`` (passed to ``rulelang.compile``), ``fit_data`` (batches for `fit:`).
     """
     import torch

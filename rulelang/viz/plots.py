@@ -204,31 +204,50 @@ def plot_heatmaps(
     titles: Sequence[str] | None = None,
     cell: float = 1.1,
     percentile: float = 99.5,
+    transpose: bool = False,
 ) -> Path:
-    """A grid: first row the input `images`, then one row per entry of `rows` (name -> N×C×H×W attributions;
-    None or a missing row is left blank). Heatmaps use ``rulelang.heatmap`` (red +, blue −)."""
+    """A grid: the input `images`, then one row per entry of `rows` (name -> N×C×H×W attributions; None leaves
+    it blank), one column per image. With `transpose`, one row per image and one column per entry (the paper's
+    randomization figure: image, original map, then each step). Heatmaps use ``rulelang.heatmap`` (red +,
+    blue −)."""
     from .heatmap import heatmap
 
     items = list(rows.items()) if isinstance(rows, Mapping) else list(rows)
     imgs = _display(images)
     n = len(imgs)
-    fig = _figure(1.6 + cell * n, 0.3 + cell * (len(items) + 1))
+    n_rows, n_cols = (n, len(items) + 1) if transpose else (len(items) + 1, n)
+    label = 0.3 if transpose else 1.5
+    width, height = label + 0.1 + cell * n_cols, 0.3 + (0.5 if transpose else 0) + cell * n_rows
+    fig = _figure(width, height)
     grid = fig.add_gridspec(
-        len(items) + 1, n, left=1.5 / (1.6 + cell * n), right=0.99, top=0.97, bottom=0.01, wspace=0.04, hspace=0.04
+        n_rows,
+        n_cols,
+        left=label / width,
+        right=0.99,
+        top=1 - (0.6 if transpose else 0.25) / height,
+        bottom=0.01,
+        wspace=0.04,
+        hspace=0.04,
     )
-    for j in range(n):
-        ax = fig.add_subplot(grid[0, j])
-        ax.imshow(imgs[j], interpolation="nearest")
+
+    def cell_at(row: int, col: int) -> Any:  # (entry row, image column) in the untransposed layout
+        ax = fig.add_subplot(grid[col, row] if transpose else grid[row, col])
         ax.set_axis_off()
+        return ax
+
+    for j in range(n):
+        ax = cell_at(0, j)
+        ax.imshow(imgs[j], interpolation="nearest")
         if titles is not None and j < len(titles):
             ax.set_title(titles[j], fontsize=6)
     for i, (name, att) in enumerate(items, start=1):
         for j in range(n):
-            ax = fig.add_subplot(grid[i, j])
-            ax.set_axis_off()
+            ax = cell_at(i, j)
             if att is not None and j < len(att):
                 ax.imshow(heatmap(np.asarray(att[j]), percentile=percentile), interpolation="nearest")
-            if j == 0:
+            if transpose and j == 0:
+                ax.set_title(name, fontsize=6, rotation=30, ha="left", va="bottom", loc="left")
+            elif not transpose and j == 0:
                 ax.text(-0.08, 0.5, name, transform=ax.transAxes, ha="right", va="center", fontsize=7)
     return _save(fig, path)
 
@@ -378,7 +397,10 @@ def write_figures(report: Any, out: str | Path) -> dict[str, str]:
         if maps and images is not None:
             k = min(len(images), *(len(m) for _, m in maps))
             p = plot_heatmaps(
-                images[:k], [(str(step), m[:k]) for step, m in maps], fig_dir / f"randomization-{_slug(r.rule)}.png"
+                images[:k],
+                [(str(step), m[:k]) for step, m in maps],
+                fig_dir / f"randomization-{_slug(r.rule)}.png",
+                transpose=True,
             )
             figures[f"{r.rule}: maps per randomization step"] = rel(p)
     return figures
