@@ -54,6 +54,15 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         print(f"$ rulelang check {path.name}")
         assert cli(["check", str(path)]) == 0
 
+        # 1b. property-test it on small random networks (`rulelang test FILE`): finite, batch independent,
+        # float32 = float64, ...; a failure prints a minimal counterexample as runnable Python
+        from rulelang.testing import check
+
+        tested = check(path, profile="ci", examples=3 if args.fast else None)
+        print("\n".join(f"  {r.line()}" for r in tested))
+        assert all(r.ok for r in tested), "\n\n".join(str(r) for r in tested if not r.ok)
+        results["rulelang test"] = {r.prop: r.status for r in tested}
+
         # 2. the static verdict on the model, without and with the leak (no data needed)
         model = rulelang.builtin_model("digits-cnn")
         x, _ = rulelang.builtin_data("digits-rgb", "test")

@@ -20,6 +20,7 @@ to a minimal counterexample printed as runnable Python.
 from __future__ import annotations
 
 import copy
+import types
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -120,8 +121,13 @@ _STATIC: dict[int, tuple[Any, Any]] = {}
 
 def _static(explainer: Any) -> Any:
     """`rulelang.analysis.static(explainer)`, remembered per explainer while `caching()` is on."""
-    from ..analysis.static import static
+    from .. import analysis
 
+    # through the package's lazy attribute: importing the submodule `rulelang.analysis.static` directly would
+    # leave the package attribute `static` bound to that module instead of the function
+    static = analysis.static
+    if isinstance(static, types.ModuleType):
+        static = static.static
     hit = _STATIC.get(id(explainer))
     if hit is not None and hit[0] is explainer:
         return hit[1]
