@@ -40,6 +40,8 @@ class Const:
     boolean: bool = False
     src: str | None = None  # canonical text of a pure input expression (`x.pos`): identifies the value
     guard: Guard | None = None  # see `Guard`
+    diff: str | None = None  # "y" for `y - y0`, "x" for `x - x0` (secant slopes of a ReLU: DeepLIFT)
+    small_of: int | None = None  # for `abs(d) < c` with c > 0: id of d (d != 0 where the condition is false)
 
 
 @dataclass
@@ -69,6 +71,7 @@ class Part:
     msign: Iv
     note: Note | None = None
     guard: Guard | None = None  # the sign of coef ⊙ map once a matching summand factor multiplies it
+    secant: Iv | None = None  # the coefficient before a `y - y0` factor (see `Const.diff`)
 
     def sign(self) -> Iv:
         if self.scalar == 0:
@@ -174,11 +177,13 @@ def scale(v: Lin, c: Const, e: A.Expr) -> Lin:
     for k, p in v.parts.items():
         g = p.guard
         if g is not None and g.wkey is not None and c.src is not None and g.terms.get(g.wkey, (0, 0, None))[2] == c.src:
-            q = replace(p, coef=p.coef * c.iv, msign=g.sign, guard=None, note=None)  # the guard is discharged
+            q = replace(p, coef=p.coef * c.iv, msign=g.sign, guard=None, note=None, secant=None)  # guard discharged
         elif n is not None:
             q = replace(p, scalar=p.scalar * n, guard=g if n > 0 else None)
         else:
-            q = replace(p, coef=p.coef * c.iv, guard=None)
+            q = replace(
+                p, coef=p.coef * c.iv, guard=None, secant=p.coef if c.diff == "y" and p.secant is None else None
+            )
         if q.sign().zero:
             continue
         if not c.iv.nonneg and (q.note is None or (c.iv.free and not p.sign().free)) and not q.sign().nonneg:
@@ -194,10 +199,10 @@ def lin_add(a: Lin, b: Lin, sub: bool = False) -> Lin:
         if k in out.parts:
             o = out.parts[k]
             if o.scalar == q.scalar:
-                merged = replace(o, coef=o.coef + q.coef, note=o.note or q.note, guard=None)
+                merged = replace(o, coef=o.coef + q.coef, note=o.note or q.note, guard=None, secant=None)
             else:
                 coef = Iv.exact(o.scalar) * o.coef + Iv.exact(q.scalar) * q.coef
-                merged = replace(o, scalar=1.0, coef=coef, note=o.note or q.note, guard=None)
+                merged = replace(o, scalar=1.0, coef=coef, note=o.note or q.note, guard=None, secant=None)
             if merged.sign().zero:
                 del out.parts[k]
             else:
@@ -335,6 +340,10 @@ def t_div(ev: Body, e: A.Expr, args: list[Value]) -> Value:
             if a.iv.zero and a.terms is None and b.iv.nz:
                 return Const(S.ZERO)
             return lconst(a.iv * inv, e, a, b)
+        if isinstance(a, Lin) and b.diff == "x" and ev.site.kind == "relu" and (b.iv.nz or id(b) in ev.nonzero):
+            # (y - y0) / (x - x0) of a ReLU is a secant slope in [0, 1] wherever x != x0
+            if all(p.secant is not None for p in a.parts.values()):
+                return Lin({k: replace(p, coef=p.secant * S.UNIT, secant=None) for k, p in a.parts.items()})  # type: ignore[operator]
         if isinstance(a, Lin):
             c = Const(inv, b.culprit if b.iv.free or not b.iv.nz else None)
             if not b.iv.nz and 0 in b.iv.signs():
@@ -367,7 +376,13 @@ def t_compare(ev: Body, e: A.Expr, args: list[Value]) -> Value:
     a, b = args
     ka, kb = klass(a), klass(b)
     if isinstance(a, Const) and isinstance(b, Const):
-        return Const(S.UNIT, boolean=True)
+        out = Const(S.UNIT, boolean=True)
+        n = b.iv.number
+        if isinstance(e, A.Binary) and e.op == "<" and n is not None and n > 0:
+            arg = e.left.args[0] if isinstance(e.left, A.Call) and e.left.func == "abs" and e.left.args else None
+            if isinstance(arg, A.Name) and arg.id in ev._locals:
+                out.small_of = id(ev.lookup(arg.id, arg))
+        return out
     if ka in DEG1 and kb in DEG1:  # compares two degree-1 terms (or one with 0): invariant under R -> cR, c > 0
         return Dep("inv", f"`{format_expr(e)}` compares relevance terms", e)
     if ka in DEG0 and kb in DEG0:
@@ -602,6 +617,8 @@ class Body:
         self._defines = defines
         self._values: dict[str, Value] = {}
         self._locals: set[str] = set()
+        self.assume: dict[int, bool] = {}  # condition values (by id) assumed true/false in the current branch
+        self.nonzero: set[int] = set()  # values (by id) known nonzero in the current branch
         self._alive: list[Value] = []  # values whose id() keys a map part: kept alive so ids are not reused
 
     def key(self, v: Value) -> int:
@@ -616,6 +633,8 @@ class Body:
             v = self._thunks[name]()
         elif name in self._defines:
             v = self.eval(self._defines[name])
+            if self.assume:
+                return v  # evaluated under a branch's assumptions: not reusable elsewhere
         else:
             return Dep("other", f"`{name}` is not known to the analysis", e)
         self._values[name] = v
@@ -626,6 +645,20 @@ class Body:
             self._values[a.name] = self.eval(a.value)
             self._locals.add(a.name)
         return self.eval(block.result)
+
+    def _under(self, c: Value, flag: bool, e: A.Expr) -> Value:
+        """`e` evaluated assuming the condition `c` is `flag`."""
+        self.assume[id(c)] = flag
+        self._alive.append(c)
+        small = c.small_of if isinstance(c, Const) and not flag else None
+        if small is not None:
+            self.nonzero.add(small)
+        try:
+            return self.eval(e)
+        finally:
+            del self.assume[id(c)]
+            if small is not None:
+                self.nonzero.discard(small)
 
     def kwarg(self, e: A.Expr, name: str) -> Value | None:
         for k, v in getattr(e, "kwargs", ()):
@@ -657,7 +690,12 @@ class Body:
         if isinstance(e, A.Unary):
             return TRANSFER["u" + e.op](self, e, [self.eval(e.operand)])
         if isinstance(e, A.Binary):
-            return TRANSFER[e.op](self, e, [self.eval(e.left), self.eval(e.right)])
+            v = TRANSFER[e.op](self, e, [self.eval(e.left), self.eval(e.right)])
+            if e.op == "-" and isinstance(v, Const) and isinstance(e.left, A.Name) and isinstance(e.right, A.Name):
+                pair = (e.left.id, e.right.id)
+                if pair in (("x", "x0"), ("y", "y0")) and not ({"x", "x0", "y", "y0"} & self._locals):
+                    v = replace(v, diff=pair[0])
+            return v
         if isinstance(e, A.Attr):
             if e.attr in ("pos", "neg", "abs"):
                 return TRANSFER[e.attr](self, e, [self.eval(e.value)])
@@ -672,6 +710,12 @@ class Body:
             key = _transfer_key(e.func)
             if key not in TRANSFER:
                 return Dep("other", f"`{e.func}()` is not known to the analysis", e)
+            if key == "where" and len(e.args) == 3:
+                c = self.eval(e.args[0])
+                if id(c) in self.assume:  # the same condition decided by an enclosing where
+                    return self.eval(e.args[1] if self.assume[id(c)] else e.args[2])
+                branches = [self._under(c, flag, arg) for flag, arg in ((True, e.args[1]), (False, e.args[2]))]
+                return TRANSFER["where"](self, e, [c, *branches])
             if e.func == "clamp":
                 pos = [self.eval(a) for a in e.args]
                 kw = {k: self.eval(v) for k, v in e.kwargs}

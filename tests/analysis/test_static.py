@@ -3,7 +3,6 @@ residual case, input bounds for z^B, adversarial rule files, the JSON schema and
 
 import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,9 +11,7 @@ import torch
 import rulelang
 from rulelang.analysis import static
 from rulelang.cli import main
-
-sys.path.insert(0, str(Path(__file__).parent))
-from numeric import jacobians, worst_negative  # noqa: E402
+from tests.helpers.numeric import jacobians, worst_negative
 
 synthetic = importlib.import_module("rulelang.analysis.synthetic")
 
@@ -260,3 +257,17 @@ def test_check_theory_prints_a_verdict_for_every_library_rule(capsys):
     files = [p for p in library.rule_files()]
     assert out.count("  theory: ") == len(files)
     assert "theory: nonnegative-chain" in out and "theory: positively-homogeneous" in out
+
+
+def test_deeplift_secant_slopes_of_relus(cnn, digits, tmp_path):
+    """(y - y0) / (x - x0) at a ReLU is in [0, 1] where x != x0: proved under `where(abs(d) < thr, ...)`."""
+    _, res = _analyse(cnn, "deeplift-rescale", digits)
+    assert [res.nodes[n].sign for n in ("features_1", "features_3")] == ["nonnegative"] * 2
+    assert res.nodes["features_2"].sign == "mixed"
+    path = tmp_path / "unguarded.yaml"  # dividing by a difference that may be 0: nothing is proved
+    path.write_text(
+        "rulelang: 1\nname: unguarded\nsummary: adversarial\nextend: deeplift-rescale\nrules:\n"
+        "  - match: relu\n    relevance: R * (y - y0) / (x - x0)\n"
+    )
+    _, res = _analyse(cnn, str(path), digits)
+    assert res.nodes["features_1"].sign == "mixed"
