@@ -55,3 +55,16 @@ def test_quantus_checks_fast(capsys) -> None:
     curve = results["MPRT excitation-bp"]
     assert list(curve)[0] == "original" and "classifier.5" in curve and "features.0" in curve
     assert "Quantus MPRT" in capsys.readouterr().out
+
+
+def test_make_readme_figures_from_reports(tmp_path, capsys) -> None:
+    import rulelang
+
+    for model in ("digits-cnn", "digits-vgg16"):
+        rulelang.analyze(model, ["gradient", "lrp-alpha1-beta0"], n=2, checks="csc", out=tmp_path / model)
+    a, b = str(tmp_path / "digits-cnn"), str(tmp_path / "digits-vgg16")
+    written = _run("make_readme_figures.py", "--from", a, "--depth-from", a, b, "-o", str(tmp_path / "docs"))
+    assert [p.name for p in written] == ["csc.png", "csc-depth.png"]
+    for p in written:
+        assert p.read_bytes()[:4] == b"\x89PNG" and p.stat().st_size < 300_000
+    assert "csc-depth.png" in capsys.readouterr().out

@@ -54,10 +54,10 @@ def _style(i: int) -> dict[str, Any]:
     }
 
 
-def _save(fig: Any, path: str | Path) -> Path:
+def _save(fig: Any, path: str | Path, dpi: int = DPI) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
 
 
@@ -87,6 +87,7 @@ def plot_csc(
     injection: str | None = None,
     title: str = "",
     whole_map_input: bool = True,
+    dpi: int = DPI,
 ) -> Path:
     """CSC per readout layer for several rules (``{rule: csc.to_dict()}``), from the injection node (left) down
     to the input (right): left panel median |cos| (linear, with the random baseline), right panel 1 − median
@@ -130,13 +131,14 @@ def plot_csc(
     if title:
         fig.suptitle(title)
     fig.subplots_adjust(right=0.9, wspace=0.25)
-    return _save(fig, path)
+    return _save(fig, path, dpi)
 
 
 def plot_csc_models(
     results: Mapping[str, Mapping[str, Mapping[str, Any] | None]],
     path: str | Path,
     title: str = "",
+    dpi: int = DPI,
 ) -> Path:
     """CSC against depth for several models: ``{model: {rule: csc.to_dict()}}``; one panel per model on the
     paper's log axis, x = readout layers from the logits down to the input (so the reader sees depth at work)."""
@@ -177,7 +179,7 @@ def plot_csc_models(
     if title:
         fig.suptitle(title)
     fig.subplots_adjust(right=0.91, wspace=0.08)
-    return _save(fig, path)
+    return _save(fig, path, dpi)
 
 
 # --------------------------------------------------------------------------------------------- heatmaps
