@@ -231,11 +231,11 @@ SPECS: dict[Kind, KindSpec] = {
                 torch.unbind,
                 F.channel_shuffle,
                 torch.channel_shuffle,
+                torch.unflatten,
+                torch.roll,
             ),
             methods=(
                 "view",
-                torch.unflatten,
-                torch.roll,
                 "reshape",
                 "flatten",
                 "permute",
@@ -252,13 +252,13 @@ SPECS: dict[Kind, KindSpec] = {
                 "swapaxes",
                 "movedim",
                 "__getitem__",
-            ),
-            **_ROUTING,
-        ),
                 "unflatten",
                 "expand",
                 "expand_as",
                 "roll",
+            ),
+            **_ROUTING,
+        ),
         KindSpec(
             Kind.DROPOUT,
             modules=(nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout),
@@ -272,7 +272,6 @@ SPECS: dict[Kind, KindSpec] = {
             modules=(nn.Softmax, nn.LogSoftmax, nn.Softmax2d),
             functions=(F.softmax, torch.softmax, F.log_softmax, torch.log_softmax),
             methods=("softmax", "log_softmax"),
-            generic=True,
         ),
         KindSpec(
             Kind.NORM,
@@ -291,7 +290,6 @@ SPECS: dict[Kind, KindSpec] = {
             Kind.MATMUL,
             functions=(torch.matmul, operator.matmul, torch.bmm, torch.einsum),
             methods=("matmul", "bmm"),
-            generic=True,
         ),
         KindSpec(Kind.OTHER, generic=True),
     ]
@@ -339,11 +337,11 @@ def node_kind(node: fx.Node, root: nn.Module) -> Kind:
         kind = FUNCTION_KINDS.get(node.target, Kind.OTHER)
         if node.target in (operator.truediv, torch.div) and not _is_node(node.args[1]):
             return Kind.MUL  # division by a constant is a scaling
+        if node.target is F.batch_norm and not batch_norm_is_affine(node):
+            return Kind.OTHER
         return kind
     if node.op == "call_method":
         if node.target in ("div", "__truediv__") and len(node.args) > 1 and not _is_node(node.args[1]):
-        if node.target is F.batch_norm and not batch_norm_is_affine(node):
-            return Kind.OTHER
             return Kind.MUL
         return METHOD_KINDS.get(node.target, Kind.OTHER)
     raise ValueError(f"node {node.name} ({node.op}) is not an op")
@@ -381,9 +379,6 @@ def _pad_value(node: fx.Node, root: nn.Module) -> float:
     return float(value) if isinstance(value, (int, float)) else (0.0 if value is None else -1.0)
 
 
-def _is_node(a: Any) -> bool:
-    return isinstance(a, fx.Node)
-
 #: F.batch_norm's positional arguments
 BATCH_NORM_ARGS = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
 
@@ -401,6 +396,9 @@ def batch_norm_is_affine(node: fx.Node) -> bool:
     kw = batch_norm_arguments(node)
     return kw["training"] is False and _is_node(kw["running_mean"]) and _is_node(kw["running_var"])
 
+
+def _is_node(a: Any) -> bool:
+    return isinstance(a, fx.Node)
 
 
 def describe_target(node: fx.Node, root: nn.Module) -> str:

@@ -92,23 +92,24 @@ def _without_fastpath(forward: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-def _additive_mask(mask: Any, like: Any) -> Any:
-    """An additive attention bias from a float mask (as is) or a boolean one (False: masked)."""
+def mask_bias(mask: torch.Tensor, dtype: torch.dtype, true_masks: bool) -> torch.Tensor:
+    """An additive attention bias: a float mask as it is; a boolean one as 0 / the dtype's most negative finite
+    value (`true_masks`: True marks masked positions, as nn.MultiheadAttention's masks; else True marks allowed
+    positions, as F.scaled_dot_product_attention's)."""
+    if mask.dtype != torch.bool:
+        return mask.to(dtype)
+    masked = mask if true_masks else ~mask
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(masked, torch.finfo(dtype).min)
+
+
+def _bias(mask: Any, like: Any, true_masks: bool) -> Any:
+    """`mask_bias` of a mask, as a graph call when the mask is traced (a buffer), else now."""
     if mask is None:
         return None
-    if isinstance(mask, torch.Tensor) and mask.dtype != torch.bool:
-        return mask
-    if isinstance(mask, torch.Tensor):
-        low = torch.finfo(torch.get_default_dtype()).min
-        return torch.zeros(mask.shape).masked_fill(~mask, low)
-    # a proxy: the dtype is only known at run time
-    low = torch.finfo(torch.float32).min
-    return torch.where(mask, 0.0, low) if _is_bool_proxy(mask) else mask
-
-
-def _is_bool_proxy(p: Any) -> bool:
-    meta = getattr(getattr(p, "node", None), "meta", {}).get("tensor_meta")
-    return getattr(meta, "dtype", None) == torch.bool
+    if isinstance(mask, fx.Proxy):
+        dtype = like.dtype  # a proxy: read at run time by the graph
+        return mask.tracer.create_proxy("call_function", mask_bias, (mask, dtype, true_masks), {})
+    return mask_bias(mask, torch.get_default_dtype(), true_masks)
 
 
 def scaled_dot_product_attention(
@@ -131,7 +132,7 @@ def scaled_dot_product_attention(
     if scale is None:
         scale = query.size(-1) ** -0.5
     attn = torch.matmul(query * scale, key.transpose(-2, -1))
-    bias = _additive_mask(attn_mask, attn)
+    bias = _bias(attn_mask, attn, true_masks=False)
     if bias is not None:
         attn = attn + bias
     return torch.matmul(torch.softmax(attn, dim=-1), value)
@@ -173,17 +174,14 @@ def multi_head_attention(
         bs = (bias[:e], bias[e : 2 * e], bias[2 * e :]) if bias is not None else (None, None, None)
         q, k, v = (F.linear(t, w_, b_) for t, w_, b_ in zip((query, key, value), ws, bs))
     heads = [t.unflatten(-1, (h, e // h)).transpose(1, 2) for t in (q, k, v)]  # (N, H, L, E/H)
-    mask = _additive_mask(attn_mask, None)
-    if mask is not None and getattr(mask, "dim", lambda: 0)() == 3:
-        mask = mask.unflatten(0, (-1, h))  # (N*H, L, S) -> (N, H, L, S)
-    padding = _additive_mask(key_padding_mask, None)
-    if padding is not None:
-        padding = padding[:, None, None, :]
-        mask = padding if mask is None else mask + padding
-    weights_q = heads[0] * float((e // h) ** -0.5)
-    attn = torch.matmul(weights_q, heads[1].transpose(-2, -1))
+    attn = torch.matmul(heads[0] * float((e // h) ** -0.5), heads[1].transpose(-2, -1))  # (N, H, L, S)
+    mask = _bias(attn_mask, attn, true_masks=True)
     if mask is not None:
-        attn = attn + mask
+        # (L, S) broadcasts; (N*H, L, S) -> (N, H, L, S)
+        attn = attn + (mask.reshape(attn.shape) if _dims(attn_mask) == 3 else mask)
+    padding = _bias(key_padding_mask, attn, true_masks=True)
+    if padding is not None:
+        attn = attn + padding[:, None, None, :]  # (N, S)
     attn = torch.softmax(attn, dim=-1)
     out = torch.matmul(attn, heads[2]).transpose(1, 2).flatten(2)  # (N, L, E)
     out = mha.out_proj(out)
@@ -192,6 +190,15 @@ def multi_head_attention(
     if not need_weights:
         return out, None
     return out, (attn.mean(1) if average_attn_weights else attn)
+
+
+def _dims(mask: Any) -> int:
+    if isinstance(mask, fx.Proxy):  # a buffer: its tensor is on the traced root
+        node = mask.node
+        if node.op == "get_attr":
+            return mask.tracer.root.get_buffer(str(node.target)).dim()
+        raise CompileError("nn.MultiheadAttention's attn_mask must be a buffer or a constant tensor")
+    return mask.dim()
 
 
 def transformer_encoder(
