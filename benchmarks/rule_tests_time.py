@@ -11,6 +11,7 @@ property forced on, whether or not the file declares it) - how the library's `co
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -60,7 +61,7 @@ def main() -> None:
         "files": files,
     }
     if args.conservation:
-        forced = runner.Property("conserves", runner.P.conserves, lambda rf, ref: None, bias=False)
+        forced = dataclasses.replace(runner.PROPERTIES["conserves"], applies=lambda rf, ref: None)
         out["conservation_on_bias_free_models"] = {}
         for name in names:
             r = runner.check_property(name, forced, profile=args.profile, seed_=args.seed)

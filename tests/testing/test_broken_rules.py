@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from rulelang.testing import PropertyFailed, check_property
@@ -43,7 +45,7 @@ def test_the_intact_base_of_the_doubling_rule_conserves(profile: str) -> None:
     """Control: lrp-epsilon itself conserves on the same bias-free models (so the add is what breaks it)."""
     from rulelang.testing import runner
 
-    forced = runner.Property("conserves", runner.P.conserves, lambda rf, ref: None, bias=False)
+    forced = replace(runner.PROPERTIES["conserves"], applies=lambda rf, ref: None)
     assert check_property("lrp-epsilon", forced, profile=profile).status == "passed"
 
 
