@@ -26,7 +26,7 @@ from rulelang.viz import plot_csc, plot_csc_models  # noqa: E402
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 DEPTH_RULES = ("lrp-alpha1-beta0", "lrp-alpha2-beta1", "lrp-alpha5-beta4", "guided-backprop", "lrp-z", "gradient")
 MAX_BYTES = 300_000
-DOC_DPI = 80  # keeps every PNG under MAX_BYTES with all library rules drawn
+DOC_DPI = 72  # keeps every PNG under MAX_BYTES with all library rules drawn
 
 
 def main(argv: list[str] | None = None) -> list[Path]:

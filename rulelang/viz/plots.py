@@ -43,12 +43,14 @@ def _figure(width: float, height: float):
 
 
 def _style(i: int) -> dict[str, Any]:
+    """Line style of the i-th rule: 40 distinct colours, line styles and markers cycling at other periods."""
     import matplotlib
 
     colors = list(matplotlib.colormaps["tab20"].colors) + list(matplotlib.colormaps["tab20b"].colors)
+    colors = colors[0::2] + colors[1::2]  # strong shades first
     return {
-        "color": colors[(i * 2) % 20 + (i // 10) % 2] if i < 20 else colors[i % len(colors)],
-        "linestyle": ("-", "--", ":", "-.")[(i // 10) % 4],
+        "color": colors[i % len(colors)],
+        "linestyle": ("-", "--", "-.", ":")[i % 4],
         "marker": "os^vD<>ph*"[i % 10],
         "markersize": 3,
     }
