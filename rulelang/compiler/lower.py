@@ -76,6 +76,8 @@ class Lowering:
         if isinstance(q, str):
             return self.em.get_attr(f"model.{q}")
         if isinstance(q, fx.Node):
+            if q.op == "get_attr" and q not in self.envs[self.part]:
+                return self.em.get_attr(f"model.{q.target}")  # a functional op's weight, outside a forward pass
             return self.value(q)
         return q
 
