@@ -46,6 +46,12 @@ def _digits_vgg16():
     return DigitsVGG16()
 
 
+def _digits_vit():
+    from .vit import DigitsViT
+
+    return DigitsViT()
+
+
 #: name -> (constructor, info) of the models trained here
 BUILTIN_MODELS: dict[str, tuple[Callable[[], Any], ModelInfo]] = {
     "digits-cnn": (
@@ -79,6 +85,18 @@ BUILTIN_MODELS: dict[str, tuple[Callable[[], Any], ModelInfo]] = {
             "digits-rgb",
             None,
             "VGG-16 layout (13 conv + 3 dense, no BatchNorm), channels / 4; trained on the RGB digits",
+        ),
+    ),
+    "digits-vit": (
+        _digits_vit,
+        ModelInfo(
+            "digits-vit",
+            (3, 32, 32),
+            10,
+            "digits-rgb",
+            None,
+            "vision transformer, 4x4 patches, 3 pre-norm blocks (LayerNorm, 4-head attention, GELU MLP); trained "
+            "on the RGB digits by examples/train_digits_vit.py",
         ),
     ),
 }
