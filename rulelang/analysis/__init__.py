@@ -11,26 +11,12 @@ readable `str()`:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+# Bound eagerly: the functions share their submodules' names, and Python rebinds a package attribute to the
+# submodule when that is first imported, which would shadow a lazily exported function.
+from .analyze import analyze
+from .csc import csc
+from .sanity import random_logit, randomization
+from .static import static
+from .theory import simulate_chain, theory
 
-_LAZY: dict[str, str] = {
-    "static": "rulelang.analysis.static:static",
-    "theory": "rulelang.analysis.theory:theory",
-    "simulate_chain": "rulelang.analysis.theory:simulate_chain",
-    "csc": "rulelang.analysis.csc:csc",
-    "random_logit": "rulelang.analysis.sanity:random_logit",
-    "randomization": "rulelang.analysis.sanity:randomization",
-    "analyze": "rulelang.analysis.analyze:analyze",
-}
-
-__all__ = list(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        module, attr = _LAZY[name].split(":")
-        value = getattr(importlib.import_module(module), attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'rulelang.analysis' has no attribute {name!r}")
+__all__ = ["analyze", "csc", "random_logit", "randomization", "simulate_chain", "static", "theory"]

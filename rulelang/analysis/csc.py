@@ -29,7 +29,6 @@ from .stats import (
     check_images,
     explainer_device,
     explainer_dtype,
-    make_callable,
     pair_cosines,
     progress_bar,
     random_baseline,
@@ -244,6 +243,3 @@ def csc(
             )
         result.injections[name] = rows
     return result
-
-
-make_callable(__name__, csc)

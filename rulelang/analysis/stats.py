@@ -375,21 +375,3 @@ def pair_cosines(v: torch.Tensor) -> torch.Tensor:
     gram = torch.einsum("bkpc,blpc->bpkl", u, u)  # (B, P, K, K)
     i, j = torch.triu_indices(k, k, offset=1, device=v.device)
     return gram[:, :, i, j].abs().clamp(max=1.0)
-
-
-def make_callable(module_name: str, fn: Any) -> None:
-    """Lets the module `module_name` be called as its function `fn`.
-
-    `rulelang.analysis` exports `csc` and `theory` lazily under the names of their own submodules; Python binds a
-    submodule to its package attribute when it is first imported, which would shadow the lazily exported
-    function (`from rulelang.analysis import theory` could return the module). A callable module works either way.
-    """
-    import types
-
-    module = sys.modules[module_name]
-
-    class _CallableModule(types.ModuleType):
-        def __call__(self, *args: Any, **kwargs: Any) -> Any:
-            return fn(*args, **kwargs)
-
-    module.__class__ = _CallableModule

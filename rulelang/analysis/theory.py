@@ -22,7 +22,6 @@ from .stats import (
     check_images,
     explainer_device,
     explainer_dtype,
-    make_callable,
     output_op,
     progress_bar,
 )
@@ -599,6 +598,3 @@ def backward_shapes(explainer: Any) -> tuple[int, ...]:
             node = prev.inputs[0]
         dims.append(int(shape[1]))
     return tuple(dims)
-
-
-make_callable(__name__, theory)
