@@ -4,6 +4,8 @@
     python benchmarks/results.py --configs resnet50:1 --repeat 3   # one configuration
     python benchmarks/results.py --from-json                       # only re-render RESULTS.md from saved JSON
 
+benchmarks/results/NOTES.md (hand-written: before/after numbers, floors) is appended to RESULTS.md as is.
+
 Each configuration (model:batch, 64x64, float32, one thread, default settings) is one `speed.py` run in a
 subprocess; its JSON is saved under benchmarks/results/. Peak memory (one child process per method, see speed.py)
 is measured for batch-8 configurations only (it is the slow part). Nothing here asserts a timing.
@@ -107,6 +109,9 @@ def render(reports: dict[str, dict[str, Any]], compile_report: dict[str, Any] | 
                 f"{r.get('cache_mib', '—')} |"
             )
         lines.append("")
+    notes = OUT / "NOTES.md"  # hand-written analysis (before/after, floors), kept across re-runs
+    if notes.exists():
+        lines += [notes.read_text().rstrip(), ""]
     if compile_report is not None:
         lines += ["## Compile time", "", "```json", json.dumps(compile_report, indent=1)[:4000], "```", ""]
     return "\n".join(lines)
