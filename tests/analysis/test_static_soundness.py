@@ -3,9 +3,6 @@ every entry of its Jacobian is >= -1e-6 (<= 1e-6) relative to the largest; where
 non-negative, so is every hidden relevance's Jacobian w.r.t. the output; wherever a map is said to be linear,
 it is linear to float64 precision. Random models (rulelang.testing.strategies) x every library rule."""
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from hypothesis import given
@@ -15,9 +12,7 @@ import rulelang
 from rulelang.analysis import static
 from rulelang.lang import library
 from rulelang.testing.strategies import RELU_FORMS, InputSpec, ModelSpec, model_specs
-
-sys.path.insert(0, str(Path(__file__).parent))
-from numeric import jacobians, linearity_error, node_linearity_error, node_map, worst_negative  # noqa: E402
+from tests.helpers.numeric import jacobians, linearity_error, node_linearity_error, node_map, worst_negative
 
 RULES = sorted(p.stem for p in library.rule_files() if not p.stem.startswith("_"))
 TOL = 1e-6

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from models import FunctionalNet, SmallCNN, randomize_bn
 from torch import nn
 
 import rulelang
 from rulelang.errors import CompileError, ExplainError, RuleError
+from tests.helpers.models import FunctionalNet, SmallCNN, randomize_bn
 
 
 def autograd_grad(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
-from models import randomize_bn
 
 import rulelang
+from tests.helpers.models import randomize_bn
 
 MODELS = [
     "vgg11",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import torch
-from rule_reference import SpecNet, sequential
+
+from tests.helpers.rule_reference import SpecNet, sequential
 
 DTYPE = torch.float64
 

@@ -1,14 +1,9 @@
 """Fixtures of the rule-library oracle tests: seeded random torchvision models (float64) and inputs."""
 
-import os
-import sys
-
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-import rule_oracles as O  # noqa: E402,I001
+from tests.helpers import rule_oracles as O
 
 torch.set_num_threads(1)  # the test machines are shared: one thread per pytest worker
 

@@ -1,15 +1,10 @@
 """Prints the oracle agreement table (worst per-sample cosine and relative error) of every rule file that has a
-zennit or captum oracle:  .venv/bin/python tests/rules/oracle_report.py"""
-
-import os
-import sys
+zennit or captum oracle:  .venv/bin/python -m tests.rules.oracle_report"""
 
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-import rule_oracles as O  # noqa: E402
-from test_zennit_oracles import CASES, _composite  # noqa: E402
+from tests.helpers import rule_oracles as O
+from tests.rules.test_zennit_oracles import CASES, _composite
 
 
 def main() -> None:

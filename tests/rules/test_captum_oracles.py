@@ -1,8 +1,9 @@
 """Rule files against captum 0.9 on torchvision VGG-16 (seeded random weights and biases, float64)."""
 
 import pytest
-import rule_oracles as O
 import torch
+
+from tests.helpers import rule_oracles as O
 
 
 @pytest.mark.parametrize(

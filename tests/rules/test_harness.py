@@ -2,10 +2,11 @@
 nets, so a later disagreement between a rule file and an oracle points at the rule file (or the compiler)."""
 
 import pytest
-import rule_oracles as O
-import rule_reference as ref
 import torch
-import toy_nets
+
+from tests.helpers import rule_oracles as O
+from tests.helpers import rule_reference as ref
+from tests.helpers import toy_nets
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,10 @@ on a small dense net: the patterns are fitted with `rulelang.fit(explainer, batc
 then the explainer runs as usual."""
 
 import pytest
-import rule_oracles as O
-import rule_reference as ref
-import toy_nets
+
+from tests.helpers import rule_oracles as O
+from tests.helpers import rule_reference as ref
+from tests.helpers import toy_nets
 
 
 @pytest.mark.parametrize("rule, attribution", [("pattern-net", False), ("pattern-attribution", True)])

@@ -3,10 +3,11 @@ ablation), against the independent matrix-form reference (rule_reference.py, fro
 sequential and residual nets; plus DeepLIFT's summation-to-delta and LRP conservation on bias-free nets."""
 
 import pytest
-import rule_oracles as O
-import rule_reference as ref
 import torch
-import toy_nets
+
+from tests.helpers import rule_oracles as O
+from tests.helpers import rule_reference as ref
+from tests.helpers import toy_nets
 
 NETS = {
     "cnn": lambda bias=True: toy_nets.cnn(seed=1, bias=bias),

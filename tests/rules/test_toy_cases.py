@@ -8,8 +8,9 @@ returned — so relevance is conserved exactly only where b = 0.
 """
 
 import pytest
-import rule_oracles as O
 import torch
+
+from tests.helpers import rule_oracles as O
 
 D = torch.float64
 

@@ -9,8 +9,9 @@ Sum/AvgPool Norm, BN Pass), which is exactly what the single-rule files say.
 """
 
 import pytest
-import rule_oracles as O
 import torch
+
+from tests.helpers import rule_oracles as O
 
 LO = [-2.5, -2.0, -3.0]
 HI = [2.5, 3.0, 2.0]

@@ -1,0 +1,1 @@
+"""Tests of the analyses (static, theory, CSC, sanity checks)."""

@@ -1,0 +1,1 @@
+"""Tests of the rule library against zennit, captum and a matrix-form reference."""
