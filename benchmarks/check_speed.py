@@ -10,7 +10,7 @@ import time
 
 t0 = time.perf_counter()
 from rulelang.lang import library  # noqa: E402
-from rulelang.lang.checker import check_path  # noqa: E402
+from rulelang.lang.loader import check_path  # noqa: E402
 
 files = library.rule_files()
 bad = sum(check_path(p)[0] is None for p in files)

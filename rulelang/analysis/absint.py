@@ -129,10 +129,10 @@ def const(iv: Iv, culprit: str | None = None, **kw: Any) -> Const:
 
 def lconst(iv: Iv, e: A.Expr, *vals: Value) -> Const:
     """A Const whose culprit (computed only when `iv` is free) is the first free operand's, else `e`."""
-    return Const(iv, _culprit(e, *vals) if iv.free else None)
+    return Const(iv, find_culprit(e, *vals) if iv.free else None)
 
 
-def _culprit(e: A.Expr, *vals: Value) -> str:
+def find_culprit(e: A.Expr, *vals: Value) -> str:
     for v in vals:
         if isinstance(v, Const) and v.iv.free and v.culprit:
             return v.culprit
@@ -187,7 +187,7 @@ def scale(v: Lin, c: Const, e: A.Expr) -> Lin:
         if q.sign().zero:
             continue
         if not c.iv.nonneg and (q.note is None or (c.iv.free and not p.sign().free)) and not q.sign().nonneg:
-            q.note = Note(_culprit(e, c), e, c.iv.free)  # only when the part's sign breaks
+            q.note = Note(find_culprit(e, c), e, c.iv.free)  # only when the part's sign breaks
         out.parts[k] = q
     return out
 
@@ -246,7 +246,7 @@ def const_add(a: Const, b: Const, e: A.Expr, sub: bool = False) -> Const:
             terms[k] = (ws, terms[k][1] + inner, None) if k in terms else (ws, inner, src)
         base = base_a - base_b if sub else base_a + base_b  # type: ignore[operator]
         iv = layered(base, terms)
-        return Const(iv, _culprit(e, a, b) if iv.free else None, terms=terms, base=base)
+        return Const(iv, find_culprit(e, a, b) if iv.free else None, terms=terms, base=base)
     iv = a.iv - b.iv if sub else a.iv + b.iv
     return lconst(iv, e, a, b)
 
@@ -317,7 +317,7 @@ def t_mul(ev: Body, e: A.Expr, args: list[Value]) -> Value:
         if b.iv.number is not None and a.terms is not None:
             return const_scale(a, b.iv.number)
         iv = a.iv * b.iv
-        return Const(iv, _culprit(e, a, b) if iv.free else None, boolean=a.boolean and b.boolean)
+        return Const(iv, find_culprit(e, a, b) if iv.free else None, boolean=a.boolean and b.boolean)
     if isinstance(a, Lin) and isinstance(b, Const):
         return scale(a, b, e)
     if isinstance(a, Const) and isinstance(b, Lin):

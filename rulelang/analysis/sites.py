@@ -17,7 +17,7 @@ from typing import Any
 from ..lang import ast as A
 from ..lang.printer import format_expr
 from . import signs as S
-from .absint import Body, Const, Dep, Lin, Note, Part, Value, _culprit, klass, layered, lin_add, lin_map
+from .absint import Body, Const, Dep, Lin, Note, Part, Value, find_culprit, klass, layered, lin_add, lin_map
 from .signs import Iv
 
 #: Linearity words, weakest claim last.
@@ -131,7 +131,7 @@ class Site:
             if isinstance(t, Const):
                 terms = {(self.name, k): (ws, t.iv, t.src) for k, ws in self._wparts(wv, ev)}
                 iv = layered(bv.iv, terms)
-                culprit = ((wv.culprit or "w") if wv.iv.free else _culprit(e, t, bv)) if iv.free else None
+                culprit = ((wv.culprit or "w") if wv.iv.free else find_culprit(e, t, bv)) if iv.free else None
                 return Const(iv, culprit, terms=terms, base=bv.iv)
             if not bv.iv.zero:
                 return Dep("other", f"`{format_expr(e)}` adds the bias to a relevance term (affine)", e)
@@ -145,7 +145,7 @@ class Site:
         if isinstance(t, Const):
             ivs = [t.iv if j == self.i else x.iv for j, x in enumerate(self.xs)]
             iv = self.fwd(ivs)
-            return Const(iv, _culprit(e, t) if iv.free else None)
+            return Const(iv, find_culprit(e, t) if iv.free else None)
         k = klass(t)
         if self.kind in ("relu", "maxpool"):
             if k in ("linear", "poshom"):
@@ -172,7 +172,7 @@ class Site:
             iv = S.matmul(jac, s.iv)
             if not iv.free:
                 return Const(iv)
-            culprit = ((wv.culprit if wv else None) or "w") if jac.free and wv is not None else _culprit(e, s)
+            culprit = ((wv.culprit if wv else None) or "w") if jac.free and wv is not None else find_culprit(e, s)
             return Const(iv, culprit)
         if isinstance(s, Lin):
             if isinstance(wv, Const):

@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import RuleError
 from ..lang import library
 from ..lang.ast import RuleFile
-from ..lang.checker import check_path
+from ..lang.loader import check_path
 from ..lang.printer import format_number
 
 

@@ -13,7 +13,7 @@ import os
 import sys
 
 from ..lang import library
-from ..lang.checker import check_path
+from ..lang.loader import check_path
 
 #: the properties, for --help (kept in sync with rulelang.testing.runner.PROPERTIES by a test)
 PROPERTY_NAMES = (

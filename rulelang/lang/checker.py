@@ -10,10 +10,8 @@ allowed). A `define:` expression is checked where it is used: the names it reads
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..errors import RuleError
 from . import kinds as K
@@ -388,30 +386,4 @@ def warnings(rf: RuleFile) -> list[RuleError]:
     return [p for p in check(rf) if p.severity == "warning"]
 
 
-def check_path(
-    name_or_path: str | Path, *, search_path: Sequence[str | Path] = (), **params: Any
-) -> tuple[RuleFile | None, list[RuleError]]:
-    """Load and check a file, collecting problems instead of raising (for `rulelang check`); `search_path` as
-    for `loader.load`."""
-    from .loader import gc_paused, load_unchecked
-
-    with gc_paused():
-        try:
-            rf = load_unchecked(name_or_path, search_path=search_path, **params)
-        except RuleError as e:
-            return None, [e]
-        problems = check(rf)
-    return (None if any(p.severity == "error" for p in problems) else rf), problems
-
-
-def check_file(path: str | Path, *, search_path: Sequence[str | Path] = (), **params: Any) -> RuleFile:
-    """Load and check a file; raise its first error (warnings: `warnings(rf)`)."""
-    rf, problems = check_path(path, search_path=search_path, **params)
-    for p in problems:
-        if p.severity == "error":
-            raise p
-    assert rf is not None
-    return rf
-
-
-__all__ = ["check", "check_file", "check_path", "warnings", "Scope"]
+__all__ = ["check", "warnings", "Scope"]

@@ -21,6 +21,7 @@ import yaml
 from ..errors import RuleError
 from . import library
 from .ast import DEFAULT_STREAM, Binary, Block, Expr, Fit, Name, Pos, Rule, RuleFile, Selector
+from .checker import check
 from .diagnostics import did_you_mean, remember_lines
 from .params import bind_params, check_requires
 from .parser import parse_block, parse_expr, parse_selector
@@ -577,13 +578,24 @@ def load_unchecked(name_or_path: str | Path, *, search_path: Sequence[str | Path
 
 
 def load(name_or_path: str | Path, *, search_path: Sequence[str | Path] = (), **params: Any) -> RuleFile:
-    """Load a rule file by library name or path, with parameters overridden by keyword.
+    """Load and check a rule file by library name or path, with parameters overridden by keyword.
 
-    `extend:` reads only the loaded file's own folder tree, the library, and the folders in `search_path` and
-    `$RULELANG_PATH` (`os.pathsep`-separated); names are also looked up there. Raises the first `RuleError`
-    (syntax, structure, unknown names, arity, `require:` ...); warnings are not raised (see `checker.check`).
+    Args:
+        name_or_path: a rule library name (``"lrp-epsilon"``, see ``rulelang.lang.library.list_rules()``) or the
+            path of a YAML rule file.
+        search_path: extra folders where `extend:` (and names) are looked up. `extend:` reads only the loaded
+            file's own folder tree, the library, these folders and those in ``$RULELANG_PATH``
+            (``os.pathsep``-separated).
+        **params: values for the file's ``params:`` (checked against its ``require:``).
+
+    Returns:
+        The checked :class:`~rulelang.lang.ast.RuleFile` (``extend:`` resolved, parameters bound).
+
+    Raises:
+        RuleError: the first error, at ``file:line:col`` with the source line and a caret (syntax, structure,
+            unknown names, arity, a ``require:`` violation, ...). Warnings are not raised (see
+            ``rulelang.lang.checker.check``).
     """
-    from .checker import check  # the checker imports nothing from here at import time
 
     with gc_paused():
         rf = load_unchecked(name_or_path, search_path=search_path, **params)
@@ -591,4 +603,28 @@ def load(name_or_path: str | Path, *, search_path: Sequence[str | Path] = (), **
     for problem in problems:
         if problem.severity == "error":
             raise problem
+    return rf
+
+
+def check_path(
+    name_or_path: str | Path, *, search_path: Sequence[str | Path] = (), **params: Any
+) -> tuple[RuleFile | None, list[RuleError]]:
+    """Load and check a file, collecting problems instead of raising (for `rulelang check`); `search_path` as
+    for `loader.load`."""
+    with gc_paused():
+        try:
+            rf = load_unchecked(name_or_path, search_path=search_path, **params)
+        except RuleError as e:
+            return None, [e]
+        problems = check(rf)
+    return (None if any(p.severity == "error" for p in problems) else rf), problems
+
+
+def check_file(path: str | Path, *, search_path: Sequence[str | Path] = (), **params: Any) -> RuleFile:
+    """Load and check a file; raise its first error (warnings: `warnings(rf)`)."""
+    rf, problems = check_path(path, search_path=search_path, **params)
+    for p in problems:
+        if p.severity == "error":
+            raise p
+    assert rf is not None
     return rf

@@ -17,7 +17,7 @@ import torch
 from hypothesis import strategies as st
 from torch import nn
 
-from .strategies import _FORMS, HEADS, INPUT_KINDS, RELU_FORMS, InputSpec, ModelSpec, input_specs, model_specs, params
+from .strategies import FORMS, HEADS, INPUT_KINDS, RELU_FORMS, InputSpec, ModelSpec, input_specs, model_specs, params
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ def coverage(rule: str) -> Coverage:
         raise CompileError(f"{rule}: no rule for a conv + flatten + dense model: nothing to test")
     have = {kind for kind, probe in _PROBES.items() if ok(probe)}
     acts = tuple(a for a in _ACT_FORMS if ("relu" if a in RELU_FORMS else "activation") in have)
-    pools = tuple(p for p in _FORMS["pool"] if ("maxpool" if "max" in p else "avgpool") in have)
+    pools = tuple(p for p in FORMS["pool"] if ("maxpool" if "max" in p else "avgpool") in have)
     needs = {
         "conv": set(),
         "bn": {"affine"},
@@ -156,7 +156,7 @@ def coverage(rule: str) -> Coverage:
     return Coverage(blocks, acts or RELU_FORMS, pools, heads, tuple(k for k in _PROBES if k not in have))
 
 
-_ACT_FORMS = _FORMS["act"]
+_ACT_FORMS = FORMS["act"]
 
 
 # ------------------------------------------------------------------------------------------------ strategy

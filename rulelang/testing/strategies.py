@@ -24,10 +24,10 @@ from torch import nn
 
 from .models import randomize_
 
-#: Block kinds of the feature-map part of a model (each with its call forms, see `_FORMS`).
+#: Block kinds of the feature-map part of a model (each with its call forms, see `FORMS`).
 BLOCKS = ("conv", "bn", "act", "pool", "res2", "res3", "cat", "twice", "dropout")
 
-_FORMS: dict[str, tuple[str, ...]] = {
+FORMS: dict[str, tuple[str, ...]] = {
     "conv": ("module", "functional"),
     "bn": ("module",),
     "act": (
@@ -242,7 +242,7 @@ def _generate(spec: ModelSpec, name: str) -> tuple[str, tuple[int, int]]:
 @st.composite
 def _block(draw: st.DrawFn, kinds: tuple[str, ...], acts: tuple[str, ...], pools: tuple[str, ...]) -> Block:
     kind = draw(st.sampled_from(kinds))
-    forms = acts if kind == "act" else pools if kind == "pool" else _FORMS[kind]
+    forms = acts if kind == "act" else pools if kind == "pool" else FORMS[kind]
     form = draw(st.sampled_from(forms))
     if kind == "conv":
         return (kind, form, draw(st.integers(1, 4)))
@@ -254,8 +254,8 @@ def model_specs(
     draw: st.DrawFn,
     max_blocks: int = 6,
     blocks: tuple[str, ...] = BLOCKS,
-    activations: tuple[str, ...] = _FORMS["act"],
-    pools: tuple[str, ...] = _FORMS["pool"],
+    activations: tuple[str, ...] = FORMS["act"],
+    pools: tuple[str, ...] = FORMS["pool"],
     heads: tuple[str, ...] = HEADS,
     bias: bool | None = None,
 ) -> ModelSpec:

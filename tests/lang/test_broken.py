@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rulelang.cli import main
-from rulelang.lang.checker import check_path
+from rulelang.lang.loader import check_path
 
 BROKEN = Path(__file__).parent / "broken"
 FILES = sorted(BROKEN.glob("*.yaml"))

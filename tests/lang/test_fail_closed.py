@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from rulelang.errors import RuleError
 from rulelang.lang import library
 from rulelang.lang.ast import And, Kind, NameGlob, Not, Or, Position
-from rulelang.lang.checker import check, check_path
+from rulelang.lang.checker import check
 from rulelang.lang.kinds import ALIASES, KINDS
-from rulelang.lang.loader import load, resolve_path
+from rulelang.lang.loader import check_path, load, resolve_path
 from rulelang.lang.selectors import UNIVERSE, Coverage, atoms, holds
 
 SECRET = "hunter2-SECRET"

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from rulelang.errors import RuleError
 from rulelang.lang import library
 from rulelang.lang.ast import Binary, Call, Name, Num, Unary
-from rulelang.lang.checker import check_path
+from rulelang.lang.loader import check_path
 from rulelang.lang.printer import format_expr
 
 LIBRARY = {p.name: p.read_text() for p in library.rule_files()}

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from rulelang.errors import RuleError
 from rulelang.lang.ast import And, Attr, Binary, Block, Call, Index, Kind, Name, NameGlob, Not, Num, Or, Position, Unary
-from rulelang.lang.checker import check_path
 from rulelang.lang.kinds import ALIASES, KINDS
+from rulelang.lang.loader import check_path
 from rulelang.lang.parser import parse_block, parse_expr, parse_selector
 from rulelang.lang.printer import PRECEDENCE, format_block, format_expr, format_selector
 
