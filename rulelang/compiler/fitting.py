@@ -6,13 +6,15 @@ Drives `fitstats.PatternStats` through the explainer's public surface only: `fit
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, overload
 
 import torch
 from tqdm.auto import tqdm
 
 from ..errors import RulelangError
+from ..lang.ast import RuleFile
 from .explainer import Explainer
 from .explainer import compile as compile_
 from .fitstats import PatternStats, load_fitted, save_fitted
@@ -63,6 +65,29 @@ def batches_of(data: Any) -> Iterator[torch.Tensor]:
         yield _input_of(batch, f"batch {k} of data")
 
 
+@overload
+def fit(
+    explainer_or_rules: Explainer,
+    model: Any,
+    data: Any = None,
+    *,
+    max_batches: int | None = None,
+    progress: bool = True,
+) -> Explainer: ...
+
+
+@overload
+def fit(
+    explainer_or_rules: str | os.PathLike[str] | RuleFile,
+    model: torch.nn.Module,
+    data: Any,
+    *,
+    max_batches: int | None = None,
+    progress: bool = True,
+    **params: Any,
+) -> Explainer: ...
+
+
 def fit(
     explainer_or_rules: Any,
     model: Any = None,
@@ -73,6 +98,10 @@ def fit(
     **params: Any,
 ) -> Explainer:
     """Estimates the rule file's `fit:` statistics in one pass over `data` and returns the explainer.
+
+    The statistics are PatternNet's signal patterns (Kindermans et al. 2018, "Learning how to explain neural
+    networks: PatternNet and PatternAttribution"), with its `linear` and `relu` estimators. Two call forms:
+    ``fit(explainer, data)`` and ``fit(rules, model, data)`` (compiles first).
 
     Args:
         explainer_or_rules: a compiled Explainer, or a rule file (name, path, RuleFile) to compile `model` with.

@@ -19,11 +19,21 @@ from torch.nn.modules import module as torch_module
 
 from ..errors import ExplainError, ModelError
 from ..graph.ir import Op, OpGraph
+from ..types import Keep, Target
 
-#: `keep=` values: nothing, every node, or the named nodes (op names, module paths or fx node names)
-Keep = bool | str | Sequence[str] | None
-#: `target=` values: a class index, one per sample (sequence, integer tensor or array), or None (argmax)
-Target = int | Sequence[int] | torch.Tensor | None
+__all__ = [
+    "Keep",
+    "Target",
+    "ModelSnapshot",
+    "check_example_input",
+    "check_input",
+    "check_no_hooks",
+    "check_reference",
+    "check_relevance",
+    "forward_hooks",
+    "normalize_keep",
+    "normalize_target",
+]
 
 
 # ------------------------------------------------------------------------------------------------- hooks

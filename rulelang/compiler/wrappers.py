@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from ..errors import ExplainError
+from ..types import Target
 from .guards import normalize_target
 
 Explainer = Callable[..., torch.Tensor]
@@ -47,23 +49,37 @@ def _batched(explainer: Explainer, xs: torch.Tensor, ts: torch.Tensor, batch_siz
 def smoothgrad(
     explainer: Explainer,
     x: torch.Tensor,
-    target: Any = None,
+    target: Target = None,
     *,
     n: int = 50,
     sigma: float = 0.15,
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """SmoothGrad (Smilkov et al. 2017): the mean of the explanations of `n` noisy copies of each sample.
+    """SmoothGrad (Smilkov et al. 2017, "SmoothGrad: removing noise by adding noise"): the mean of the
+    explanations of `n` noisy copies of each sample.
 
-    The noise is Gaussian with standard deviation `sigma * (max(x_k) - min(x_k))`, relative to each sample's
-    input range (the paper's setting is n = 50, sigma = 0.15). Works with any explainer, so "smoothed LRP" is
-    `smoothgrad(rulelang.compile(model, "lrp-epsilon", ...), x, ...)`. `target=None` explains the class the
-    model predicts for the clean input (the same class for every noisy copy). `batch_size` bounds how many noisy
-    rows are explained in one call; `generator` makes the noise reproducible.
+    Works with any explainer, so "smoothed LRP" is ``smoothgrad(rulelang.compile(model, "lrp-epsilon", ...), x)``.
+
+    Args:
+        explainer: a compiled explainer (``rulelang.compile``).
+        x: the input batch, N×... .
+        target: the class(es) to explain (see :data:`rulelang.types.Target`); None explains the class the model
+            predicts for the clean input (the same class for every noisy copy).
+        n: number of noisy copies per sample (the paper: 50).
+        sigma: noise standard deviation relative to each sample's input range, ``sigma * (max(x_k) - min(x_k))``
+            (the paper: 0.15).
+        batch_size: at most this many noisy rows per explainer call (None: all at once).
+        generator: a torch generator, to make the noise reproducible.
+
+    Returns:
+        The averaged attribution, same shape as `x`.
+
+    Raises:
+        ExplainError: ``n < 1``, or a bad target or input (as the explainer raises them).
     """
     if n < 1:
-        raise ValueError(f"smoothgrad needs n >= 1 noisy samples, got {n}")
+        raise ExplainError(f"smoothgrad needs n >= 1 noisy samples, got {n}")
     t = _targets(explainer, x, target)
     b = x.shape[0]
     flat = x.reshape(b, -1)
@@ -83,23 +99,39 @@ def smoothgrad(
 def integrated(
     explainer: Explainer,
     x: torch.Tensor,
-    target: Any = None,
+    target: Target = None,
     *,
     steps: int = 32,
     baseline: torch.Tensor | float | None = None,
     method: str = "right",
     batch_size: int | None = None,
 ) -> torch.Tensor:
-    """Integrated Gradients (Sundararajan et al. 2017): `(x - baseline) * mean_k explainer(baseline + a_k (x -
-    baseline))`, a Riemann sum over `steps` points a_k of [0, 1].
+    """Integrated Gradients (Sundararajan et al. 2017, "Axiomatic attribution for deep networks"):
+    ``(x - baseline) * mean_k explainer(baseline + a_k (x - baseline))``, a Riemann sum over `steps` points a_k of
+    [0, 1].
 
     Use it with a gradient-type explainer whose `final:` is `R` (e.g. "gradient"); wrapping one that already
-    multiplies by its input (gradient-x-input) would multiply twice. `baseline` is a tensor like x, a number, or
-    None (zeros). `method` places the points: "right" (a_k = k / steps, zennit's choice), "left", "middle" or
-    "trapezoid" (both ends, half weight). `target=None` explains the class predicted at x.
+    multiplies by its input (gradient-x-input) would multiply twice.
+
+    Args:
+        explainer: a compiled explainer (``rulelang.compile``).
+        x: the input batch, N×... .
+        target: the class(es) to explain (see :data:`rulelang.types.Target`); None explains the class predicted
+            at `x`.
+        steps: number of points on the path.
+        baseline: a tensor like `x`, a number, or None (zeros).
+        method: where the points lie: "right" (a_k = k / steps, zennit's choice), "left", "middle" or
+            "trapezoid" (both ends, half weight).
+        batch_size: at most this many path points × samples per explainer call (None: all at once).
+
+    Returns:
+        The attribution, same shape as `x`.
+
+    Raises:
+        ExplainError: ``steps < 1``, an unknown `method`, or a bad target or input.
     """
     if steps < 1:
-        raise ValueError(f"integrated needs steps >= 1, got {steps}")
+        raise ExplainError(f"integrated needs steps >= 1, got {steps}")
     t = _targets(explainer, x, target)
     base = (
         torch.zeros_like(x)
@@ -118,7 +150,7 @@ def integrated(
         weights = torch.full_like(k, 1.0 / steps)
         weights[0] = weights[-1] = 0.5 / steps
     else:
-        raise ValueError(f"unknown Riemann method {method!r}; use right, left, middle or trapezoid")
+        raise ExplainError(f"unknown Riemann method {method!r}; use right, left, middle or trapezoid")
     m, b = alphas.shape[0], x.shape[0]
     shape = (m, 1) + (1,) * (x.dim() - 1)
     xs = (base.unsqueeze(0) + alphas.reshape(shape) * (x - base).unsqueeze(0)).reshape((m * b,) + tuple(x.shape[1:]))

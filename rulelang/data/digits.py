@@ -96,18 +96,22 @@ def _rgb_digits() -> np.ndarray:
 def builtin_data(name: str = "digits", split: str = "test"):
     """A built-in dataset as ``(images, labels)``: float32 N×C×32×32 and int64 N tensors.
 
-    Datasets (both from ``sklearn.datasets.load_digits``, bundled with scikit-learn, no download):
+    Both datasets come from ``sklearn.datasets.load_digits`` (bundled with scikit-learn, no download); the RGB
+    variant gives the paper's per-pixel channel cosine similarity (Sixt et al. 2020, §3.1) something to measure.
 
-    - ``"digits"``: 1×32×32 grey-scale. The 8×8 originals (ink 0..16) are divided by 16 and upsampled
-      bilinearly to 32×32, so values lie in [0, 1], 0 = background, 1 = full ink. No mean/std normalisation.
-    - ``"digits-rgb"``: 3×32×32; every digit is painted as ``bg * (1 - ink) + fg * ink`` with its own random
-      foreground and background colour (seeded, fixed per image; uniform RGB colours with the ink at least 0.4
-      brighter than the background in luminance), so values lie in [0, 1] and the three channels carry
-      different information (per-pixel channel cosine similarity is meaningful). The built-in models ``digits-cnn`` and ``digits-resnet`` take this input as is.
+    Args:
+        name: ``"digits"``: 1×32×32 grey-scale; the 8×8 originals (ink 0..16) divided by 16 and upsampled
+            bilinearly, values in [0, 1], 0 = background. ``"digits-rgb"``: 3×32×32; each digit painted as
+            ``bg * (1 - ink) + fg * ink`` with its own seeded random foreground and background colour (the ink at
+            least 0.4 brighter in luminance), values in [0, 1]. The built-in digits models take this input as is.
+        split: ``"train"`` (1437 images), ``"test"`` (360) or ``"all"`` (1797): a fixed, stratified split
+            (`train_test_split(random_state=0)`, 20 % test), identical on every machine.
 
-    Splits: ``"train"`` (1437 images), ``"test"`` (360), ``"all"`` (1797); a fixed, stratified split
-    (`train_test_split(random_state=0)`, 20 % test), identical on every machine. Results are computed once and
-    cached in memory; each call returns fresh copies, so callers may modify them.
+    Returns:
+        ``(images, labels)``, fresh copies of arrays cached in memory (callers may modify them).
+
+    Raises:
+        DataError: an unknown dataset (with a did-you-mean) or split.
     """
     import torch
 

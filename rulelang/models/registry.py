@@ -136,15 +136,22 @@ def model_info(name: str) -> ModelInfo:
 def builtin_model(name: str, weights: str | os.PathLike | None = None, **kwargs: Any):
     """A model by name, in eval mode, on the CPU.
 
-    - ``"digits-cnn"``, ``"digits-resnet"``: the built-in networks for ``builtin_data("digits-rgb")``
-      (3×32×32 inputs in [0, 1], 10 logits), with their committed trained weights, or `weights` if given.
-    - any ``torchvision.models`` classification name (``"vgg16"``, ``"resnet50"``, …): the architecture with
-      the state_dict in `weights` (e.g. torchvision's ImageNet ``.pth`` files), or random initialisation when
-      `weights` is None. Extra keyword arguments go to the torchvision constructor (e.g. ``num_classes=10``).
-      Inputs: 3×224×224, ImageNet-normalised (see ``rulelang.sample_images``).
+    Args:
+        name: a built-in digits network (``"digits-cnn"``, ``"digits-resnet"``, ``"digits-vgg16"``, … see
+            :data:`BUILTIN_MODELS`; 3×32×32 inputs in [0, 1] from ``builtin_data("digits-rgb")``, 10 logits),
+            or any ``torchvision.models`` classification name (``"vgg16"``, ``"resnet50"``, …; 3×224×224
+            ImageNet-normalised inputs, see ``rulelang.sample_images``) — the architectures of Sixt et al. 2020.
+        weights: a state_dict file (``.pt``/``.pth``, e.g. torchvision's ImageNet weights). Default: the
+            committed trained weights of a digits model; random initialisation for a torchvision model.
+        **kwargs: passed to the torchvision constructor (e.g. ``num_classes=10``); digits models take none.
 
-    Raises :class:`rulelang.ModelError` for unknown names (with a did-you-mean), missing weight files and files
-    that do not fit the architecture.
+    Returns:
+        The ``nn.Module`` in eval mode. A digits model records its name, data set and input shape on itself
+        (``rulelang_model``, ``rulelang_data``, ``rulelang_input_shape``) and refuses other inputs.
+
+    Raises:
+        ModelError: an unknown name (with a did-you-mean), options for a digits model, a missing weight file,
+            or a file that is not a state_dict or does not fit the architecture.
     """
     if name in BUILTIN_MODELS:
         if kwargs:

@@ -74,19 +74,26 @@ def heatmap(
     alpha: float = 0.0,
     dtype: str = "float",
 ) -> np.ndarray:
-    """An RGB picture of one attribution.
+    """An RGB picture of one attribution, normalised as in Sixt et al. 2020 (research/paper.md §4.1,
+    ``normalize_visual``): positive and negative parts scaled separately by their `percentile`-th percentile.
 
-    `attribution`: H×W or C×H×W (torch or numpy; a leading batch dimension of 1 is dropped); channels are
-    reduced by `reduce` (default: sum). The map is normalised by :func:`normalize_visual` (positive and negative
-    parts scaled separately by their `percentile`-th percentile, clipped to [-1, 1]) and coloured by the
-    matplotlib colormap `cmap` with 0 at its centre: with "bwr"/"seismic", positive is red, negative blue and
-    zero white/centre. `image` (H×W×3 or 3×H×W in [0, 1]) with ``alpha > 0`` is blended underneath:
-    ``alpha * grey(image) + (1 - alpha) * heat``.
+    Args:
+        attribution: H×W or C×H×W (torch or numpy; a leading batch dimension of 1 is dropped). A batch
+            (N×C×H×W with N > 1) gives one picture per sample, each normalised on its own.
+        cmap: matplotlib colormap with 0 at its centre; with "bwr"/"seismic" positive is red, negative blue and
+            zero white.
+        percentile: the percentile of each sign's magnitudes that maps to full colour (values clipped to [-1, 1]).
+        reduce: how channels are reduced to one map: "sum", "mean", "abs-sum" or "norm".
+        image: H×W×3 or 3×H×W in [0, 1] (or a batch of N) blended underneath when ``alpha > 0``:
+            ``alpha * grey(image) + (1 - alpha) * heat``.
+        alpha: weight of `image` in the blend.
+        dtype: "float" (float64 in [0, 1]) or "uint8".
 
-    A batch (N×C×H×W with N > 1) gives one picture per sample, each normalised on its own: N×H×W×3 (`image`
-    may then be a batch of N pictures too). Non-finite values are drawn as zero (see `normalize_visual`).
+    Returns:
+        H×W×3 (or N×H×W×3) RGB array. Non-finite values are drawn as zero (see `normalize_visual`).
 
-    Returns H×W×3 (or N×H×W×3) float64 in [0, 1], or uint8 with ``dtype="uint8"``.
+    Raises:
+        RulelangError: an attribution of unusable shape (or an empty batch), an unknown `reduce`.
     """
     import matplotlib
 

@@ -1,11 +1,12 @@
 """SmoothGrad and Integrated Gradients wrappers (rulelang.compiler.wrappers) around compiled explainers."""
 
 import pytest
-import rule_oracles as O
 import torch
-import toy_nets
 
 from rulelang.compiler.wrappers import integrated, smoothgrad
+from rulelang.errors import ExplainError
+from tests.helpers import rule_oracles as O
+from tests.helpers import toy_nets
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,9 @@ def test_integrated_gradients_of_a_linear_model_is_exact():
 
 def test_wrappers_reject_bad_counts(toy):
     net, x, t, g = toy
-    with pytest.raises(ValueError):
+    with pytest.raises(ExplainError, match="n >= 1"):
         smoothgrad(g, x, t, n=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ExplainError, match="steps >= 1"):
         integrated(g, x, t, steps=0)
+    with pytest.raises(ExplainError, match="unknown Riemann method"):
+        integrated(g, x, t, method="simpson")
