@@ -21,6 +21,7 @@ import yaml
 from ..errors import RuleError
 from . import library
 from .ast import DEFAULT_STREAM, Binary, Block, Expr, Fit, Name, Pos, Rule, RuleFile, Selector
+from .checker import check
 from .diagnostics import did_you_mean, remember_lines
 from .params import bind_params, check_requires
 from .parser import parse_block, parse_expr, parse_selector
@@ -595,7 +596,6 @@ def load(name_or_path: str | Path, *, search_path: Sequence[str | Path] = (), **
             unknown names, arity, a ``require:`` violation, ...). Warnings are not raised (see
             ``rulelang.lang.checker.check``).
     """
-    from .checker import check  # the checker imports nothing from here at import time
 
     with gc_paused():
         rf = load_unchecked(name_or_path, search_path=search_path, **params)
@@ -603,4 +603,28 @@ def load(name_or_path: str | Path, *, search_path: Sequence[str | Path] = (), **
     for problem in problems:
         if problem.severity == "error":
             raise problem
+    return rf
+
+
+def check_path(
+    name_or_path: str | Path, *, search_path: Sequence[str | Path] = (), **params: Any
+) -> tuple[RuleFile | None, list[RuleError]]:
+    """Load and check a file, collecting problems instead of raising (for `rulelang check`); `search_path` as
+    for `loader.load`."""
+    with gc_paused():
+        try:
+            rf = load_unchecked(name_or_path, search_path=search_path, **params)
+        except RuleError as e:
+            return None, [e]
+        problems = check(rf)
+    return (None if any(p.severity == "error" for p in problems) else rf), problems
+
+
+def check_file(path: str | Path, *, search_path: Sequence[str | Path] = (), **params: Any) -> RuleFile:
+    """Load and check a file; raise its first error (warnings: `warnings(rf)`)."""
+    rf, problems = check_path(path, search_path=search_path, **params)
+    for p in problems:
+        if p.severity == "error":
+            raise p
+    assert rf is not None
     return rf
