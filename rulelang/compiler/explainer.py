@@ -19,7 +19,7 @@ from ..graph.ir import OpGraph
 from ..graph.trace import LeafSpec, eval_mode, trace
 from ..lang import ast as A
 from . import prims
-from .checks import check_graph
+from .shapecheck import check_graph
 from .evaluate import error_at
 from .guards import (
     Keep,
