@@ -62,7 +62,8 @@ def possible_kinds(s: Selector | None) -> frozenset[str]:
     if len(atom_list) > _MAX_ATOMS:
         return UNIVERSE
     mask = _Masks(len(atom_list)).of(s, {a: j for j, a in enumerate(atom_list)})
-    return frozenset(k for i, k in enumerate(_KINDS) if (mask >> i) & _masks_period(len(atom_list), i))
+    period = _masks_period(len(atom_list))
+    return frozenset(k for i, k in enumerate(_KINDS) if (mask >> i) & period)
 
 
 # ------------------------------------------------------------------------------------------------ bit masks
@@ -75,8 +76,8 @@ def _repeat(pattern: int, period: int, count: int) -> int:
     return out
 
 
-def _masks_period(n_atoms: int, kind_index: int) -> int:
-    """Bits 0, NK, 2 NK, ...: with `mask >> kind_index`, the cases of that kind."""
+def _masks_period(n_atoms: int) -> int:
+    """Bits 0, NK, 2 NK, ...: ANDed with `mask >> kind_index`, the cases of that kind."""
     return _repeat(1, _NK, 2**n_atoms)
 
 
