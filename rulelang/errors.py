@@ -77,3 +77,7 @@ class DataError(RulelangError):
 class UsageError(RulelangError):
     """A bad command-line argument or input file given to a `rulelang` command (missing file, out-of-range
     target, data that does not fit the model)."""
+
+
+class AnalysisError(RulelangError):
+    """Bad input to a measured analysis (unknown node, wrong shapes, too few images or probes)."""

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from ..errors import RulelangError
+from ..errors import AnalysisError
 from ..lang import ast as A
 
 __all__ = [
@@ -34,10 +34,6 @@ __all__ = [
 
 #: the percentiles the paper stores per readout (research/paper.md §3.1 step 6)
 PERCENTILES: tuple[int, ...] = (0, 1, 5, 10, 20, 50, 80, 95, 99, 100)
-
-
-class AnalysisError(RulelangError):
-    """Bad input to a measured analysis (unknown node, wrong shapes, too few images or probes)."""
 
 
 # ---------------------------------------------------------------------------------------------- environment
