@@ -75,7 +75,7 @@ class DecomposingTracer(fx.Tracer):
             return scaled_dot_product_attention(*args, **kwargs)
         return super().create_proxy(kind, target, args, kwargs, *rest, **more)
 
-    def param(self, m: nn.Module, name: str) -> fx.Proxy:
+    def param(self, m: nn.Module, name: str) -> Any:
         """A get_attr proxy of a parameter of `m` (slices of it stay reads of the live parameter)."""
         return self.create_proxy("get_attr", f"{self.path_of_module(m)}.{name}".lstrip("."), (), {})
 
@@ -166,6 +166,7 @@ def multi_head_attention(
         qkv = F.linear(query, mha.in_proj_weight, mha.in_proj_bias).unflatten(-1, (3, e))
         q, k, v = qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :]
     else:
+        ws: tuple[Any, ...]
         if mha._qkv_same_embed_dim:
             w = tracer.param(mha, "in_proj_weight")
             ws = (w[:e], w[e : 2 * e], w[2 * e :])
@@ -196,7 +197,8 @@ def _dims(mask: Any) -> int:
     if isinstance(mask, fx.Proxy):  # a buffer: its tensor is on the traced root
         node = mask.node
         if node.op == "get_attr":
-            return mask.tracer.root.get_buffer(str(node.target)).dim()
+            root: nn.Module = getattr(mask.tracer, "root")  # noqa: B009  (fx.Tracer sets it while tracing)
+            return root.get_buffer(str(node.target)).dim()
         raise CompileError("nn.MultiheadAttention's attn_mask must be a buffer or a constant tensor")
     return mask.dim()
 

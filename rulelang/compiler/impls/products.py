@@ -41,7 +41,7 @@ class MatMul(Generic):
             and not node.kwargs
             and len(node.args) == 2
             and list(args) == list(op.inputs)
-            and all(_rank(a) >= 2 for a in args)
+            and all(isinstance(a, fx.Node) and _rank(a) >= 2 for a in args)
         )
 
     def vjp(self, lw: Lowerer, op: Op, s: Value, index: int, w: Value = None, b: Value = None) -> Value:
