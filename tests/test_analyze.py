@@ -195,6 +195,8 @@ def test_cli_writes_the_report_and_prints_the_table(tmp_path, capsys):
         (["gradient", "-n", "0"], "-n must be at least 1"),
         (["--checks", "static,csv"], "unknown check(s) csv"),
         (["my-rule.yaml"], "rule file not found: my-rule.yaml"),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--data", "digits"], "--data digits does not fit digits-cnn"),
     ],
 )
 def test_cli_one_line_errors(argv, message, tmp_path, capsys):
