@@ -10,7 +10,19 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .errors import CompileError, ExplainError, ModelError, NonFiniteError, NonFiniteWarning, RuleError, RulelangError
+from .errors import (
+    AnalysisError,
+    CompileError,
+    DataError,
+    ExplainError,
+    ModelError,
+    NonFiniteError,
+    NonFiniteWarning,
+    RuleError,
+    RulelangError,
+    UsageError,
+)
+from .types import Keep, Target
 
 __version__ = "0.1.0"
 
@@ -31,6 +43,11 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "AnalysisError",
+    "DataError",
+    "UsageError",
+    "Keep",
+    "Target",
     "CompileError",
     "ExplainError",
     "ModelError",
