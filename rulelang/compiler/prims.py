@@ -195,7 +195,6 @@ class VjpOf:
 
 def generic_vjp(fn: Callable[..., Any], positions: Sequence[int], s: torch.Tensor, *values: Any) -> tuple:
     """The vjp of `fn(*values)` w.r.t. the values at `positions` (torch.func; works under no_grad)."""
-    values = list(values)
 
     def f(*acts: torch.Tensor) -> torch.Tensor:
         full = list(values)
@@ -205,7 +204,7 @@ def generic_vjp(fn: Callable[..., Any], positions: Sequence[int], s: torch.Tenso
 
     primals = [values[p] for p in positions]
     with torch.enable_grad():
-        _, pullback = torch.func.vjp(f, *primals)
+        pullback = torch.func.vjp(f, *primals)[1]
         return pullback(s.to(primals[0].dtype) if primals[0].is_floating_point() else s)
 
 
@@ -246,7 +245,7 @@ def _shared(reference: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def pair(v: Any) -> tuple[int, int]:
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # type: ignore[return-value]
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
 def max_pool2d_indices(

@@ -72,7 +72,8 @@ def _stochastic_depth() -> tuple[Callable[..., Any], ...]:
     return (stochastic_depth,)
 
 
-_ROUTING = {"output_sign": "preserves", "jacobian_sign": "nonneg"}  # selects, averages or sums its input
+#: the facts of an op that selects, averages or sums its input
+_ROUTING: dict[str, Any] = {"output_sign": "preserves", "jacobian_sign": "nonneg"}
 
 #: One row per op kind (order is irrelevant: every callable belongs to exactly one row).
 SPECS: dict[Kind, KindSpec] = {
@@ -309,7 +310,7 @@ INPLACE_FUNCTIONS: dict[Any, Any] = {
     torch.relu_: torch.relu,
     F.relu_: F.relu,
 }
-INPLACE_METHODS: dict[str, str] = {
+INPLACE_METHODS: dict[Any, str] = {
     "relu_": "relu",
     "add_": "add",
     "mul_": "mul",
@@ -332,7 +333,7 @@ def module_kind(module: nn.Module) -> Kind:
 def node_kind(node: fx.Node, root: nn.Module) -> Kind:
     """The op kind of one call node (placeholders, get_attr and output are not ops)."""
     if node.op == "call_module":
-        return module_kind(root.get_submodule(node.target))
+        return module_kind(root.get_submodule(str(node.target)))
     if node.op == "call_function":
         kind = FUNCTION_KINDS.get(node.target, Kind.OTHER)
         if node.target in (operator.truediv, torch.div) and not _is_node(node.args[1]):
@@ -343,7 +344,7 @@ def node_kind(node: fx.Node, root: nn.Module) -> Kind:
     if node.op == "call_method":
         if node.target in ("div", "__truediv__") and len(node.args) > 1 and not _is_node(node.args[1]):
             return Kind.MUL
-        return METHOD_KINDS.get(node.target, Kind.OTHER)
+        return METHOD_KINDS.get(str(node.target), Kind.OTHER)
     raise ValueError(f"node {node.name} ({node.op}) is not an op")
 
 
@@ -368,7 +369,7 @@ def output_nonneg(kind: Kind, node: fx.Node, root: nn.Module, inputs_nonneg: boo
 def _pad_value(node: fx.Node, root: nn.Module) -> float:
     """The fill value of a constant-padding call (0 for every other call)."""
     if node.op == "call_module":
-        value = getattr(root.get_submodule(node.target), "value", 0.0)
+        value = getattr(root.get_submodule(str(node.target)), "value", 0.0)
     elif node.op == "call_function" and node.target is F.pad:
         mode = node.kwargs.get("mode", node.args[2] if len(node.args) > 2 else "constant")
         if mode != "constant":
@@ -404,7 +405,7 @@ def _is_node(a: Any) -> bool:
 def describe_target(node: fx.Node, root: nn.Module) -> str:
     """A readable target: `Conv2d features.0`, `torch.cat`, `Tensor.view`, `operator.add`."""
     if node.op == "call_module":
-        return f"{type(root.get_submodule(node.target)).__name__} {node.target}"
+        return f"{type(root.get_submodule(str(node.target))).__name__} {node.target}"
     if node.op == "call_method":
         return f"Tensor.{node.target}"
     t = node.target

@@ -28,9 +28,9 @@ def call_arguments(node: fx.Node, names: tuple[str, ...]) -> dict[str, Any]:
     return kw
 
 
-def module_of(lw: Lowerer, node: fx.Node) -> torch.nn.Module:
+def module_of(lw: Lowerer, node: fx.Node) -> Any:
     """The submodule a `call_module` node calls."""
-    return lw.gm.get_submodule(node.target)
+    return lw.gm.get_submodule(str(node.target))
 
 
 class Generic:
@@ -89,6 +89,6 @@ def inplace_free(module: torch.nn.Module) -> torch.nn.Module | None:
     """A shallow copy with `inplace=False` when the module would overwrite its input, else None."""
     if getattr(module, "inplace", False):
         clone = copy.copy(module)
-        clone.inplace = False
+        clone.inplace = False  # type: ignore[assignment]
         return clone
     return None
