@@ -77,8 +77,9 @@ def render(reports: dict[str, dict[str, Any]], compile_report: dict[str, Any] | 
         "(`rulelang.compile(model, rule, example_input=x)`: the parameter cache is on). Ratios are median seconds",
         "per call over the plain input gradient's (forward + `torch.autograd.grad`), measured interleaved in one",
         "process; zennit/captum columns are the same ratio for their counterpart (— where there is none). The",
-        "machine is a shared 2-core VM with a load average of 8–10 from other processes: single ratios move by",
-        "±10 %.",
+        "machine is a shared 2-core VM with a load average of 8–14 from other processes: single ratios move by",
+        "±10–30 % between runs, and a ratio below the rule's convolution-count floor (see the notes) is noise.",
+        "✓/✗ compare the median with the issue's target as measured, noise included.",
         "",
     ]
     for rep in reports.values():
