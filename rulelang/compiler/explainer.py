@@ -14,8 +14,8 @@ import torch.fx as fx
 from torch import nn
 
 from ..errors import ExplainError, NonFiniteError, NonFiniteWarning, RulelangError
-from ..graph.opgraph import build_opgraph
 from ..graph.ir import OpGraph
+from ..graph.opgraph import build_opgraph
 from ..graph.trace import LeafSpec, eval_mode, trace
 from ..lang import ast as A
 from . import prims
@@ -610,6 +610,7 @@ def compile(
     model has forward hooks, and when a rule body returns relevance of the wrong shape (at that rule's line).
     """
     from ..lang.loader import load
+    from ..models.checks import check_input as check_builtin_input
 
     if on_nonfinite not in _ON_NONFINITE:
         raise ExplainError(f"on_nonfinite must be one of {', '.join(_ON_NONFINITE)}; got {on_nonfinite!r}")
@@ -620,6 +621,7 @@ def compile(
     if isinstance(model, nn.Module):
         check_no_hooks(model)
         check_example_input(example_input, model)
+        check_builtin_input(model, example_input)  # a built-in model names the data set it expects
     gm = trace(model, example_input, leaf_modules)
     graph = build_opgraph(gm, fold_batchnorm=fold_batchnorm)
     plan = match(graph, rf)
