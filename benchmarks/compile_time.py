@@ -29,9 +29,9 @@ TARGETS = {"resnet50": 1.0, "densenet121": 2.0}
 
 def _phases(model, rule: str, x) -> dict[str, float]:
     """rulelang.compile's steps, timed one by one (mirrors rulelang/compiler/explainer.py:compile)."""
-    from rulelang.compiler.shapecheck import check_graph
     from rulelang.compiler.explainer import Explainer
     from rulelang.compiler.match import match
+    from rulelang.compiler.shapecheck import check_graph
     from rulelang.graph.opgraph import build_opgraph
     from rulelang.graph.trace import trace
     from rulelang.lang.loader import load

@@ -17,6 +17,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -330,7 +331,7 @@ def analyze(
                 rep.seconds[name] = round(rep.seconds.get(name, 0.0) + dt, 3)
                 seconds[name] = seconds.get(name, 0.0) + dt
 
-        ex = timed("compile", lambda rule=rule: _compile(module, rule, x, opts))
+        ex = timed("compile", partial(_compile, module, rule, x, opts))
         if ex is None:
             continue
         if "csc" in checks and not nodes_checked:
@@ -339,7 +340,7 @@ def analyze(
         if getattr(ex.rules, "fit", None):
             key = _fit_key(ex)
             if key in fitted_cache:  # the same statistics (e.g. PatternNet's and PatternAttribution's patterns)
-                done = timed("fit", lambda ex=ex, key=key: ex.set_fitted(fitted_cache[key][0]) or ex)
+                done = timed("fit", partial(_set_fitted, ex, fitted_cache[key][0]))
                 where = fitted_cache[key][1]
             else:
                 if opts.get("fit_data") is not None:
@@ -347,7 +348,7 @@ def analyze(
                 else:
                     fit_n = opts["fit_n"]
                     batches, where = _fit_data(info, x_all, fit_n, int(opts["fit_batch"]), seed)
-                done = timed("fit", lambda ex=ex, b=batches: _fit(ex, b, device, progress))
+                done = timed("fit", partial(_fit, ex, batches, device, progress))
                 if done is not None:
                     fitted_cache[key] = (_fitted(ex), where)
             if done is None:
@@ -356,30 +357,36 @@ def analyze(
         if "static" in checks:
             from .static import static as static_fn
 
-            res = timed("static", lambda ex=ex: static_fn(ex))
+            res = timed("static", partial(static_fn, ex))
             rep.static = _dict(res) if res is not None else None
         if "theory" in checks:
             from .theory import theory as theory_fn
 
             k = min(int(opts["theory_n"]), len(idx))
-            res = timed(
-                "theory", lambda ex=ex, k=k: _call(theory_fn, ex, x[:k], device=device, progress=False, seed=seed)
-            )
+            res = timed("theory", partial(_call, theory_fn, ex, x[:k], device=device, progress=False, seed=seed))
             rep.theory = _dict(res) if res is not None else None
         if "csc" in checks:
             from .csc import csc as csc_fn
 
             res = timed(
                 "csc",
-                lambda ex=ex: _call(
-                    csc_fn, ex, x, at=tuple(at), probes=int(opts["probes"]), seed=seed, device=device, progress=progress
+                partial(
+                    _call,
+                    csc_fn,
+                    ex,
+                    x,
+                    at=tuple(at),
+                    probes=int(opts["probes"]),
+                    seed=seed,
+                    device=device,
+                    progress=progress,
                 ),
             )
             rep.csc = _dict(res) if res is not None else None
         if "sanity" in checks:
             rep.sanity = _sanity(ex, module, rule, x, y, seed, device, progress, opts, rep, timed)
         if k_heat:
-            att = timed("heatmaps", lambda ex=ex: ex(x[:k_heat], y[:k_heat]))
+            att = timed("heatmaps", partial(ex, x[:k_heat], y[:k_heat]))
             if att is not None:
                 rep.artifacts["heatmaps"] = att.detach().cpu().numpy()
     total = time.perf_counter() - t_start
@@ -473,3 +480,9 @@ def _fitted(explainer: Any) -> dict | None:
         return None
     out = {tuple(k.split("__", 1)): v for k, v in fitted.named_buffers()}
     return out or None
+
+
+def _set_fitted(ex: Any, fitted: Any) -> Any:
+    """Installs statistics fitted for an earlier rule with the same `fit:` (returns the explainer)."""
+    ex.set_fitted(fitted)
+    return ex

@@ -149,8 +149,8 @@ class RuleReport:
         ``unknown`` (the checks run do not decide)."""
         layer = self.csc_lowest_layer()
         inp = self.csc_input()
-        measured = [_finite(layer.get("median")) if layer else None, _finite(inp.get("whole_map")) if inp else None]
-        measured = [m for m in measured if m is not None]
+        maybe = [_finite(layer.get("median")) if layer else None, _finite(inp.get("whole_map")) if inp else None]
+        measured: list[float] = [m for m in maybe if m is not None]
         sanity = [s for s in (self.random_logit_ssim(), self.top_randomized_ssim()) if s is not None]
         nothing = not measured and not sanity and self.theory_csc() is None and not self.static
         if nothing:
@@ -281,7 +281,7 @@ class Report:
             "(`nonnegative-chain`: Theorem 1 of Sixt et al. 2020 applies, the explanation must converge to rank 1). "
             "*theory CSC*: median |cos| between the columns of the accumulated relevance map, measured on real inputs. "
             "*CSC lowest layer* / *CSC input*: median |cos| between random relevance vectors injected at the "
-            f"{'logits' if (m.get('at') or ['output'])[0] == 'output' else m.get('at')[0]} after propagating down to "
+            f"{_injection_label(m.get('at'))} after propagating down to "
             "the lowest multi-channel layer / to the input (whole-map); near 1 = the rule forgets what was "
             "injected. *random-logit SSIM*: similarity of the maps for the true and a random class; "
             "*SSIM top randomized*: of the maps before and after the top layer's weights are re-initialised; near "
@@ -324,3 +324,9 @@ class Report:
     @property
     def rule_names(self) -> Sequence[str]:
         return [r.rule for r in self.rules]
+
+
+def _injection_label(at: Any) -> str:
+    """`logits` for the default injection at the output, else the first injection node's name."""
+    first = (at or ["output"])[0]
+    return "logits" if first == "output" else str(first)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -102,7 +103,7 @@ def resize_crop(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return img[top : top + th, left : left + tw]
 
 
-def load_folder(folder: str, info) -> tuple[object, list[str]]:
+def load_folder(folder: str, info: Any) -> tuple[Any, list[str]]:
     """Every picture in `folder` (sorted by name) as the model's input batch N×C×H×W."""
     import torch
 

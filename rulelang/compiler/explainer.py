@@ -19,7 +19,6 @@ from ..graph.opgraph import build_opgraph
 from ..graph.trace import LeafSpec, eval_mode, trace
 from ..lang import ast as A
 from . import prims
-from .shapecheck import check_graph
 from .evaluate import error_at
 from .guards import (
     Keep,
@@ -38,6 +37,7 @@ from .impls import impl_for, inplace_free
 from .keys import EXPLAIN, GraphKey
 from .lower import Lowering
 from .match import Plan, match, selector_matches
+from .shapecheck import check_graph
 
 OnNonfinite = Literal["raise", "warn", "ignore"]
 _ON_NONFINITE = ("raise", "warn", "ignore")

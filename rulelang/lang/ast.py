@@ -22,7 +22,7 @@ class Pos:
 
 
 def _pos() -> Pos | None:
-    return field(default=None, compare=False, repr=False, hash=False)  # type: ignore[return-value]
+    return field(default=None, compare=False, repr=False, hash=False)
 
 
 # ----------------------------------------------------------------------------------------------- expressions

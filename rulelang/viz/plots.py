@@ -46,7 +46,7 @@ def _style(i: int) -> dict[str, Any]:
     """Line style of the i-th rule: 40 distinct colours, line styles and markers cycling at other periods."""
     import matplotlib
 
-    colors = list(matplotlib.colormaps["tab20"].colors) + list(matplotlib.colormaps["tab20b"].colors)
+    colors = list(matplotlib.colormaps["tab20"].colors) + list(matplotlib.colormaps["tab20b"].colors)  # type: ignore[attr-defined]  # ListedColormap
     colors = colors[0::2] + colors[1::2]  # strong shades first
     return {
         "color": colors[i % len(colors)],
@@ -304,7 +304,8 @@ def plot_random_logit(
 ) -> Path:
     """Random-logit SSIM per rule: a boxplot of the per-image scores in `scores` (rule -> array) where given,
     and the median with its interval (``random_logit.to_dict()``) for every rule."""
-    rules = [r for r, res in results.items() if res and res.get("ssim_median") is not None]
+    found: dict[str, Mapping[str, Any]] = {r: res for r, res in results.items() if res}
+    rules = [r for r, res in found.items() if res.get("ssim_median") is not None]
     fig = _figure(max(6.0, 0.45 * len(rules) + 2), 5)
     ax = fig.add_subplot(1, 1, 1)
     xs = np.arange(1, len(rules) + 1)
@@ -318,8 +319,8 @@ def plot_random_logit(
             showfliers=True,
             flierprops={"markersize": 2},
         )
-    med = np.array([results[r]["ssim_median"] for r in rules], float)
-    iv = [results[r].get("ssim_interval") for r in rules]
+    med = np.array([float(found[r]["ssim_median"]) for r in rules])
+    iv = [found[r].get("ssim_interval") for r in rules]
     lo = np.array([v[0] if v and v[0] is not None else m for v, m in zip(iv, med)], float)
     hi = np.array([v[1] if v and v[1] is not None else m for v, m in zip(iv, med)], float)
     ax.errorbar(
