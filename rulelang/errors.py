@@ -81,3 +81,23 @@ class UsageError(RulelangError):
 
 class AnalysisError(RulelangError):
     """Bad input to a measured analysis (unknown node, wrong shapes, too few images or probes)."""
+
+
+class AnalyzeError(AnalysisError):
+    """Bad arguments to `rulelang.analyze` (unknown check, rule or node, unusable data): stops the whole run,
+    where an `AnalysisError` of one rule's check is recorded in that rule's row."""
+
+
+class PropertyFailed(AssertionError):
+    """A `rulelang.testing` property does not hold (an AssertionError, so pytest reports it as a failed test):
+    `check` names it, `offending` shows the values that break it."""
+
+    def __init__(self, check: str, message: str, offending: str = "") -> None:
+        self.check = check
+        self.message = message
+        self.offending = offending
+        super().__init__(f"{check}: {message}" + (f"\n  offending values: {offending}" if offending else ""))
+
+
+class NoMetaKernel(Exception):
+    """Internal signal of the compile-time shape check: an op has no meta kernel, so the check is skipped."""

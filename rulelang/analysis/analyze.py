@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import RulelangError
+from ..errors import AnalyzeError, RulelangError
 from .report import Report, RuleReport
 
 __all__ = ["CHECKS", "DEFAULTS", "AnalyzeError", "analyze", "resolve_rules", "select_images"]
@@ -44,10 +44,6 @@ DEFAULTS: dict[str, Any] = {
     "fit_n": 256,
     "fit_batch": 128,
 }
-
-
-class AnalyzeError(RulelangError):
-    """Bad arguments to :func:`analyze` (unknown check, rule or node, unusable data)."""
 
 
 # ----------------------------------------------------------------------------------------------- inputs

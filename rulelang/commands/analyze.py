@@ -14,15 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import RulelangError
+from ..errors import UsageError
 
 DEFAULT_OUT = "out/analysis"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 DATA_CHOICES = ("digits-rgb", "digits", "samples")
 
 
-class AnalyzeCommandError(RulelangError):
-    """A bad argument to `rulelang analyze` (missing folder, no images, bad -n)."""
+AnalyzeCommandError = UsageError  # a bad argument to `rulelang analyze` (missing folder, no images, bad -n)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ import torch
 import torch.fx as fx
 from torch.nn.utils import stateless
 
-from ..errors import CompileError, RulelangError
+from ..errors import CompileError, NoMetaKernel, RulelangError
 from .evaluate import error_at
 from .keys import EXPLAIN
 
@@ -59,10 +59,6 @@ class ShapeChecker(fx.Interpreter):
                     hint="`vjp(s)` maps a value shaped like the node's output (R, y) back to its input's shape",
                 )
         return value
-
-
-class NoMetaKernel(Exception):
-    """An op without a meta kernel: the check cannot run on meta tensors."""
 
 
 def _meta_state(gm: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -29,19 +29,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import RulelangError
+from ..errors import PropertyFailed, RulelangError
 
 Rules = Any  # library name, path, or RuleFile
-
-
-class PropertyFailed(AssertionError):
-    """A property does not hold: `check` names it, `offending` shows the values that break it."""
-
-    def __init__(self, check: str, message: str, offending: str = "") -> None:
-        self.check = check
-        self.message = message
-        self.offending = offending
-        super().__init__(f"{check}: {message}" + (f"\n  offending values: {offending}" if offending else ""))
 
 
 # ------------------------------------------------------------------------------------------------- helpers

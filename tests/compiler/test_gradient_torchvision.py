@@ -9,6 +9,8 @@ import torchvision
 import rulelang
 from tests.helpers.models import randomize_bn
 
+pytestmark = pytest.mark.slow  # oracle sweeps over torchvision models (fast loop: -m "not slow")
+
 MODELS = [
     "vgg11",
     "vgg16_bn",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 
 import rulelang
 from rulelang.testing.strategies import models_and_inputs
@@ -20,7 +20,6 @@ def _autograd(model, x, target):
     return g
 
 
-@settings(max_examples=25)  # each example compiles a model: keep the suite's time bounded
 @given(models_and_inputs())
 def test_gradient_rule_equals_autograd(case) -> None:
     model, x = case
@@ -29,7 +28,6 @@ def test_gradient_rule_equals_autograd(case) -> None:
     assert torch.allclose(ours, _autograd(model, x, target), rtol=1e-9, atol=1e-12)
 
 
-@settings(max_examples=25)  # each example compiles a model: keep the suite's time bounded
 @given(models_and_inputs())
 def test_explanations_are_batch_independent_and_finite(case) -> None:
     model, x = case
@@ -40,7 +38,6 @@ def test_explanations_are_batch_independent_and_finite(case) -> None:
     assert torch.allclose(whole, one_by_one, rtol=1e-9, atol=1e-12)
 
 
-@settings(max_examples=25)  # each example compiles a model: keep the suite's time bounded
 @given(models_and_inputs())
 def test_compiling_and_explaining_leave_the_model_alone(case) -> None:
     model, x = case

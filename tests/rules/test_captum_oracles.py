@@ -5,6 +5,8 @@ import torch
 
 from tests.helpers import rule_oracles as O
 
+pytestmark = pytest.mark.slow  # oracle sweeps over torchvision models (fast loop: -m "not slow")
+
 
 @pytest.mark.parametrize(
     "rule, method",

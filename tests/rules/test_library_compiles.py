@@ -13,6 +13,8 @@ import torchvision
 import rulelang
 from rulelang.lang.library import list_rules
 
+pytestmark = pytest.mark.slow  # oracle sweeps over torchvision models (fast loop: -m "not slow")
+
 ARCHS = ["vgg16", "resnet50", "densenet121"]
 BOUNDED = {"lrp-zbox", "lrp-epsilon-gamma-box", "dtd-bounded"}  # rules whose lo/hi must bound the input
 

@@ -13,6 +13,8 @@ import torch
 
 from tests.helpers import rule_oracles as O
 
+pytestmark = pytest.mark.slow  # oracle sweeps over torchvision models (fast loop: -m "not slow")
+
 LO = [-2.5, -2.0, -3.0]
 HI = [2.5, 3.0, 2.0]
 
