@@ -428,7 +428,19 @@ class Explainer(nn.Module):
         return Explanation(out["output"], out["attribution"], out["relevances"])
 
     def forward(self, x: torch.Tensor, target: Target = None, reference: torch.Tensor | None = None) -> torch.Tensor:
-        """The attribution for `x` (same shape); target: int, tensor of ints per sample, or None (argmax)."""
+        """The attribution of `x` for `target`: ``self.explain(x, target, reference=reference).attribution``.
+
+        Args:
+            x: a batch shaped like `example_input`.
+            target: see :data:`rulelang.types.Target` (None: each sample's predicted class).
+            reference: the reference input x0 for rule files with ``reference:`` (DeepLIFT).
+
+        Returns:
+            A tensor shaped like `x`.
+
+        Raises:
+            ExplainError, NonFiniteError: as :meth:`explain`.
+        """
         return self.explain(x, target, reference=reference).attribution
 
     def explain(
@@ -476,8 +488,21 @@ class Explainer(nn.Module):
         *,
         on_nonfinite: OnNonfinite | None = None,
     ) -> Explanation:
-        """Injects `relevance` (shaped like node `at`'s output for this batch) at that node's output and
-        propagates it down to the input; `keep`, `reference`, `on_nonfinite` as in `explain`."""
+        """Injects `relevance` at the output of node `at` and propagates it down to the input: the relevance map
+        below a layer, as the cosine-similarity-convergence (CSC) measurement of Sixt et al. 2020 §3.1 needs.
+
+        Args:
+            x: a batch shaped like `example_input` (the forward pass runs on it).
+            at: a node name (see ``explainer.nodes``; op names, module paths or fx node names).
+            relevance: the relevance at that node's output, shaped like its output for this batch.
+            keep, reference, on_nonfinite: as in :meth:`explain`.
+
+        Returns:
+            ``Explanation(output, attribution, relevances)``.
+
+        Raises:
+            ExplainError: unknown node, or a relevance of the wrong type/shape; NonFiniteError as in :meth:`explain`.
+        """
         if not isinstance(at, str):
             raise ExplainError(f"at must be a node name (see explainer.nodes), got {type(at).__name__}")
         (name,) = self._names([at])
@@ -597,17 +622,33 @@ def compile(
     on_nonfinite: OnNonfinite = "raise",
     **params: Any,
 ) -> Explainer:
-    """Compiles `model` + a rule file (library name, path, or loaded RuleFile) into an `Explainer`.
+    """Compiles `model` + a rule file into an `Explainer` (modified backprop as data; the methods and the rank-1
+    collapse they are analysed for follow Sixt, Granz & Landgraf 2020, "When Explanations Lie").
 
-    `params` override the rule file's parameters; `fitted` loads statistics saved by `save_fitted` (rules
-    with `fit:`; otherwise run `rulelang.fit`). `cache_parameters=True` computes tensors derived from the
-    weights alone (w.pos, folded BatchNorm, ...) once, and again only when a parameter is replaced or its storage,
-    version, dtype, device or shape changes (the default; `explainer.cache_bytes` says what it holds, `False` turns
-    it off). In-place edits through `.data` are invisible to versions: call `explainer.refresh()` after them.
-    `input_bounds=(lo, hi)` (scalars or one value per channel) declares the range of the model input for the
-    static analysis (`rulelang.analysis.static`). `on_nonfinite` ("raise", "warn", "ignore") says what a call
-    does when the attribution holds NaN/inf. Fails closed when a node of the model matches no rule, when the
-    model has forward hooks, and when a rule body returns relevance of the wrong shape (at that rule's line).
+    Args:
+        model: a torch.fx-traceable ``nn.Module`` (or a ``GraphModule``); never modified.
+        rules: a rule library name ("lrp-epsilon"), a rule file path, or a loaded ``RuleFile``.
+        example_input: one batch shaped like the inputs to explain (shapes and dtypes are propagated from it).
+        leaf_modules: module types or names traced as single calls.
+        fold_batchnorm: fold a BatchNorm that follows a conv/linear into it (otherwise an `affine` node).
+        check: evaluate every rule body on meta tensors first (shape errors at the rule's line).
+        fitted: statistics saved by ``save_fitted`` for rules with ``fit:`` (else run ``rulelang.fit``).
+        cache_parameters: compute weight-only tensors (w.pos, folded BatchNorm, ...) once; recomputed when a
+            parameter is replaced or its version/dtype/device/shape changes. In-place ``.data`` edits need
+            ``explainer.refresh()``.
+        input_bounds: ``(lo, hi)`` range of the model input (scalars or per channel), for DTD's z^B rule and
+            the static analysis.
+        on_nonfinite: "raise", "warn" or "ignore": what a call does when the attribution holds NaN/inf.
+        **params: overrides of the rule file's ``params:``.
+
+    Returns:
+        The ``Explainer`` (``explainer(x, target)``, ``.explain``, ``.propagate``, ``.plan``, ``.code``).
+
+    Raises:
+        RuleError: the rule file is invalid or a parameter violates ``require:``.
+        CompileError: a node matches no rule (fail closed, each listed), the model cannot be traced, or a
+            rule body gives relevance of the wrong shape.
+        ModelError: the model has forward hooks, or `example_input` does not fit it.
     """
     from ..lang.loader import load
     from ..models.checks import check_input as check_builtin_input
