@@ -18,7 +18,7 @@ _MAXPOOL_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_
 
 
 @register(Kind.MAXPOOL)
-class MaxPool2d(Generic):
+class MaxPoolSwitches(Generic):
     """2-d max-pooling: the forward pass keeps its switches, the vjp routes through them."""
 
     @staticmethod

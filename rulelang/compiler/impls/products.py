@@ -67,7 +67,7 @@ _SOFTMAX_METHODS = {"softmax": False, "log_softmax": True}
 
 
 @register(Kind.SOFTMAX)
-class Softmax(Generic):
+class SoftmaxVjp(Generic):
     """softmax / log-softmax over one dim (no dtype cast): the vjp from the forward output."""
 
     def spec(self, lw: Lowerer, op: Op) -> tuple[int, bool] | None:
