@@ -233,7 +233,7 @@ def test_cli_torchvision_model_with_user_weights_and_images(tmp_path, capsys):
 
 
 def test_resize_crop_keeps_the_centre():
-    from rulelang.commands.analyze import resize_crop
+    from rulelang.data.inputs import resize_crop
 
     img = np.zeros((100, 200, 3))
     img[:, 50:150] = 1.0  # a centred square, 100×100

@@ -10,18 +10,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
+from ..data.inputs import load_folder
 from ..errors import UsageError
 
 DEFAULT_OUT = "out/analysis"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 DATA_CHOICES = ("digits-rgb", "digits", "samples")
-
-
-AnalyzeCommandError = UsageError  # a bad argument to `rulelang analyze` (missing folder, no images, bad -n)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,63 +61,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-figures", action="store_true", help="write report.json and report.md only")
 
 
-def _read(path: Path) -> np.ndarray:
-    """A picture file -> H×W×3 float in [0, 1]."""
-    try:
-        import skimage.io
-
-        img = np.asarray(skimage.io.imread(str(path)))
-    except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise AnalyzeCommandError(f"cannot read image {path}: {msg}") from None
-    if img.ndim == 2:
-        img = np.stack([img] * 3, -1)
-    elif img.ndim == 3 and img.shape[-1] in (2, 4):  # grey+alpha, RGBA
-        img = img[..., :-1]
-        if img.shape[-1] == 1:
-            img = np.repeat(img, 3, -1)
-    if img.ndim != 3 or img.shape[-1] != 3:
-        raise AnalyzeCommandError(f"cannot use image {path}: shape {list(img.shape)} is not a grey or RGB picture")
-    if np.issubdtype(img.dtype, np.integer):
-        img = img.astype(np.float64) / np.iinfo(img.dtype).max
-    return np.clip(img.astype(np.float64), 0, 1)
-
-
-def resize_crop(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize so the shorter side fits `size`, then crop the centre (torchvision's Resize + CenterCrop)."""
-    from skimage.transform import resize
-
-    h, w = img.shape[:2]
-    th, tw = size
-    scale = max(th / h, tw / w)
-    nh, nw = max(th, round(h * scale)), max(tw, round(w * scale))
-    img = resize(img, (nh, nw), order=1, anti_aliasing=scale < 1)
-    top, left = (nh - th) // 2, (nw - tw) // 2
-    return img[top : top + th, left : left + tw]
-
-
-def load_folder(folder: str, info: Any) -> tuple[Any, list[str]]:
-    """Every picture in `folder` (sorted by name) as the model's input batch N×C×H×W."""
-    import torch
-
-    from ..data import IMAGENET_MEAN, IMAGENET_STD
-
-    d = Path(folder)
-    if not d.is_dir():
-        raise AnalyzeCommandError(f"image folder not found: {folder}")
-    files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise AnalyzeCommandError(f"no pictures in {folder} (looked for {', '.join(IMAGE_SUFFIXES)})")
-    c, h, w = info.input_shape
-    imgs = np.stack([resize_crop(_read(p), (h, w)) for p in files]).transpose(0, 3, 1, 2)
-    x = torch.from_numpy(imgs.astype(np.float32))
-    if c == 1:
-        x = x.mean(1, keepdim=True)
-    if info.normalize == "imagenet":
-        x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return x.contiguous(), [p.name for p in files]
-
-
 def _data(args: argparse.Namespace, info):
     from ..data import builtin_data, sample_images
 
@@ -135,9 +72,9 @@ def _data(args: argparse.Namespace, info):
         return x, f"scikit-image sample photos ({', '.join(names)})"
     if args.data is not None:
         if info.data is None or not info.data.startswith("digits"):
-            raise AnalyzeCommandError(f"--data {args.data} needs a digits model, not {info.name}; use --images DIR")
+            raise UsageError(f"--data {args.data} needs a digits model, not {info.name}; use --images DIR")
         if info.input_shape[0] != (1 if args.data == "digits" else 3):
-            raise AnalyzeCommandError(f"--data {args.data} does not fit {info.name} (input {info.input_shape})")
+            raise UsageError(f"--data {args.data} does not fit {info.name} (input {info.input_shape})")
         return builtin_data(args.data, "test"), f"{args.data} (test split)"
     return None, None
 
@@ -147,11 +84,11 @@ def run(args: argparse.Namespace) -> int:
     from ..models import model_info
 
     if args.n is not None and args.n < 1:
-        raise AnalyzeCommandError(f"-n must be at least 1, got {args.n}")
+        raise UsageError(f"-n must be at least 1, got {args.n}")
     if args.probes < 2:
-        raise AnalyzeCommandError(f"--probes must be at least 2, got {args.probes}")
+        raise UsageError(f"--probes must be at least 2, got {args.probes}")
     if args.weights is not None and not Path(args.weights).is_file():
-        raise AnalyzeCommandError(f"weights file not found: {args.weights}")
+        raise UsageError(f"weights file not found: {args.weights}")
     info = model_info(args.model)  # unknown model -> ModelError with a did-you-mean
     data, desc = _data(args, info)
     report = analyze(
@@ -182,4 +119,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["AnalyzeCommandError", "add_arguments", "load_folder", "resize_crop", "run"]
+__all__ = ["add_arguments", "run"]
