@@ -60,7 +60,13 @@ __all__ = [
 ]
 
 
+#: Sub-packages reachable as attributes after a plain `import rulelang` (`rulelang.analysis.static(...)`).
+_SUBPACKAGES = ("analysis", "testing")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"rulelang.{name}")
     if name in _LAZY:
         module, attr = _LAZY[name].split(":")
         value = getattr(importlib.import_module(module), attr)

@@ -117,3 +117,13 @@ def test_no_underscore_names_imported_across_modules() -> None:
         if name.startswith("_") and not name.startswith("__") and target != m
     ]
     assert bad == []
+
+
+def test_subpackages_reachable_after_a_plain_import() -> None:
+    """The README calls `rulelang.analysis.static(...)` and `rulelang.testing.check(...)` after `import rulelang`."""
+    import subprocess
+    import sys
+
+    probe = "import rulelang; rulelang.analysis.static; rulelang.testing.check; print('ok')"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
