@@ -11,36 +11,18 @@ import numpy as np
 
 from ..errors import UsageError
 
-__all__ = ["load_image", "prepare_inputs"]
+__all__ = ["load_folder", "load_image", "prepare_inputs", "read_picture", "resize_crop"]
 
 
 def load_image(path: str | os.PathLike, size: tuple[int, int]):
     """A picture file -> float32 3×H×W tensor in [0, 1] at `size` (grey is repeated, alpha dropped)."""
     import torch
+    from skimage.transform import resize
 
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"image file not found: {path}")
-    try:
-        import skimage.io
-
-        img = np.asarray(skimage.io.imread(str(path)))
-    except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"cannot read image {path}: {msg}") from None
-    if img.ndim == 2:
-        img = np.stack([img] * 3, -1)
-    elif img.ndim == 3 and img.shape[-1] in (2, 4):  # grey+alpha, RGBA
-        img = img[..., :-1]
-        if img.shape[-1] == 1:
-            img = np.repeat(img, 3, -1)
-    if img.ndim != 3 or img.shape[-1] != 3:
-        raise UsageError(f"cannot use image {path}: shape {list(img.shape)} is not a 2-D grey or RGB picture")
-    if np.issubdtype(img.dtype, np.integer):
-        img = img.astype(np.float64) / np.iinfo(img.dtype).max
-    from skimage.transform import resize
-
-    img = resize(img.astype(np.float64), size, order=1, anti_aliasing=True)
+    img = resize(read_picture(path), size, order=1, anti_aliasing=True)
     return torch.from_numpy(np.clip(img, 0, 1).astype(np.float32).transpose(2, 0, 1))
 
 
@@ -83,8 +65,8 @@ def prepare_inputs(info, images: Sequence[str] | None, data: str | None, n: int)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 
 
-def _read(path: Path) -> np.ndarray:
-    """A picture file -> H×W×3 float in [0, 1]."""
+def read_picture(path: Path) -> np.ndarray:
+    """A picture file -> H×W×3 float64 in [0, 1] (grey is repeated, alpha dropped)."""
     try:
         import skimage.io
 
@@ -99,7 +81,7 @@ def _read(path: Path) -> np.ndarray:
         if img.shape[-1] == 1:
             img = np.repeat(img, 3, -1)
     if img.ndim != 3 or img.shape[-1] != 3:
-        raise UsageError(f"cannot use image {path}: shape {list(img.shape)} is not a grey or RGB picture")
+        raise UsageError(f"cannot use image {path}: shape {list(img.shape)} is not a 2-D grey or RGB picture")
     if np.issubdtype(img.dtype, np.integer):
         img = img.astype(np.float64) / np.iinfo(img.dtype).max
     return np.clip(img.astype(np.float64), 0, 1)
@@ -131,7 +113,7 @@ def load_folder(folder: str, info: Any) -> tuple[Any, list[str]]:
     if not files:
         raise UsageError(f"no pictures in {folder} (looked for {', '.join(IMAGE_SUFFIXES)})")
     c, h, w = info.input_shape
-    imgs = np.stack([resize_crop(_read(p), (h, w)) for p in files]).transpose(0, 3, 1, 2)
+    imgs = np.stack([resize_crop(read_picture(p), (h, w)) for p in files]).transpose(0, 3, 1, 2)
     x = torch.from_numpy(imgs.astype(np.float32))
     if c == 1:
         x = x.mean(1, keepdim=True)
