@@ -77,7 +77,7 @@ def zennit_canonizers(kind: str) -> list:
 @dataclass(frozen=True)
 class Peer:
     """A zennit composite (by class name) or a single zennit rule on every linear layer over zennit's base map
-    (how tests/rules/rule_oracles.py builds them); `seed` is "output" (y * onehot) or "onehot"."""
+    (how tests/helpers/rule_oracles.py builds them); `seed` is "output" (y * onehot) or "onehot"."""
 
     zennit: str | None = None
     zennit_kwargs: Callable[[], dict] = dict
