@@ -25,23 +25,10 @@ from rulelang.data import builtin_data, colorize, random_colors  # noqa: E402
 from rulelang.models import WEIGHTS_DIR  # noqa: E402
 from rulelang.models.vit import DigitsViT  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_builtin_models import accuracy, shift  # noqa: E402  (one augmentation and scoring for every built-in)
+
 MIN_ACCURACY = 0.95
-
-
-def shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> torch.Tensor:
-    """Translate each image by up to `max_shift` pixels (the background is replicated at the borders)."""
-    n, _, h, w = x.shape
-    padded = F.pad(x, (max_shift,) * 4, mode="replicate")
-    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
-    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
-    return torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
-
-
-@torch.no_grad()
-def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int = 256) -> float:
-    model.eval()
-    pred = torch.cat([model(images[i : i + batch]).argmax(1) for i in range(0, len(images), batch)])
-    return (pred == labels).float().mean().item()
 
 
 def train(epochs: int, lr: float, seed: int = 0, batch: int = 64) -> tuple[DigitsViT, float]:
