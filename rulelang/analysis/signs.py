@@ -321,28 +321,16 @@ def kind_forward_sign(kind: str, inputs: list[Iv]) -> Iv:
 
 
 def forward_sign(kind: str, node: fx.Node, root: nn.Module, inputs: list[Iv]) -> Iv:
-    """Interval of an op's output from its inputs' intervals (sound: unknown gives TOP)."""
+    """Interval of an op's output from its inputs' intervals (sound: unknown gives TOP); the call form decides
+    reshapes (a pad value), adds (a subtraction), softmax (log or not) and activations, the kind the rest."""
     hull = inputs[0] if inputs else TOP
     for v in inputs[1:]:
         hull = hull.hull(v)
-    if kind == "relu":
-        return NONNEG
-    if kind in ("dropout", "identity", "cat"):
-        return hull
-    if kind == "maxpool":
-        return hull.collapse()
-    if kind == "avgpool":
-        return convex(hull)
     if kind == "reshape":
         pad = _pad_value(node, root)
         return TOP if pad is None else Iv.of(hull.lo, hull.hi).collapse().hull(Iv.exact(pad))
-    if kind == "add":
-        if add_subtracts(node):
-            return TOP
-        out = inputs[0]
-        for v in inputs[1:]:
-            out = out + v
-        return out.collapse()
+    if kind == "add" and add_subtracts(node):
+        return TOP
     if kind == "softmax":
         return NONPOS if "log" in _target_name(node, root) else Iv.of(0.0, 1.0)
     if kind == "activation":
@@ -352,4 +340,5 @@ def forward_sign(kind: str, node: fx.Node, root: nn.Module, inputs: list[Iv]) ->
         if name in _ACT_SIGN_KEEPING:
             return from_signs(hull.signs())
         return TOP
+    return kind_forward_sign(kind, inputs)
     return TOP
