@@ -18,6 +18,7 @@ from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
 from ..errors import CompileError, ModelError
 from .decompose import DecomposingTracer
+from .windows import inline_wrapped_calls
 
 LeafSpec = Iterable[type | str]
 
@@ -80,6 +81,8 @@ def trace(model: torch.nn.Module, example_input: torch.Tensor, leaf_modules: Lea
             _drop_defaulted_inputs(graph)
             gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
         _check_io(gm)
+        if gm is not model:  # fx-wrapped calls (Swin's window attention) as their ops; a user's graph is kept
+            inline_wrapped_calls(gm, example_input)
         _propagate_shapes(gm, example_input)
     return gm
 

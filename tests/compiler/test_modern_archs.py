@@ -47,6 +47,7 @@ MODELS = [
     pytest.param("tv-mobilenet-v3-small", _tv("mobilenet_v3_small"), 64, id="tv-mobilenet-v3-small", marks=slow),
     pytest.param("tv-regnet-x-400mf", _tv("regnet_x_400mf"), 64, id="tv-regnet-x-400mf", marks=slow),
     pytest.param("tv-maxvit-t", _tv("maxvit_t"), 224, id="tv-maxvit-t", marks=slow),
+    pytest.param("tv-swin-t", _tv("swin_t"), 64, id="tv-swin-t", marks=slow),
     pytest.param("timm-deit-tiny", _timm("deit_tiny_patch16_224", img_size=32), 32, id="timm-deit-tiny", marks=slow),
     pytest.param("timm-efficientnet-b0", _timm("efficientnet_b0"), 64, id="timm-efficientnet-b0", marks=slow),
     pytest.param("timm-resnet18", _timm("resnet18"), 64, id="timm-resnet18", marks=slow),
@@ -87,10 +88,27 @@ def test_modern_architecture(name: str, make: Callable[[], nn.Module], side: int
 
 
 @slow
-def test_swin_attention_is_one_opaque_op() -> None:
-    """torchvision's Swin wraps its window attention with torch.fx.wrap: the gradient still equals autograd, but the
-    LRP rules fail closed on it (a located error naming the op), as they must for an op they have no rule for."""
+def test_swin_window_attention_is_inlined() -> None:
+    """torchvision's Swin wraps its window attention (and patch merging) with torch.fx.wrap; rulelang inlines each
+    call with the shapes known (rulelang/graph/windows.py): no opaque op is left, and the traced graph computes
+    the model's output at another batch size than the example's (64x64: padding, shifted windows, and stages
+    where the shift drops to 0)."""
     model = build(_tv("swin_t"))
+    explainer = rulelang.compile(model, "gradient", example_input=torch.randn(1, 3, 64, 64, dtype=D))
+    kinds = [str(op.kind) for op in explainer.graph.ops]
+    assert "other" not in kinds
+    assert kinds.count("softmax") == 12 and kinds.count("matmul") == 24
+    x = torch.randn(2, 3, 64, 64, dtype=D)
+    with torch.no_grad():
+        torch.testing.assert_close(explainer.explain(x, 0).output, model(x), rtol=1e-12, atol=1e-12)
+
+
+@slow
+def test_swin_v2_attention_is_one_opaque_op() -> None:
+    """Swin V2's window attention zeroes a slice of its qkv bias in place and normalises q and k (F.normalize, no
+    rule): it stays one op. The gradient still equals autograd, and the LRP rules fail closed on it (a located
+    error naming the op), as they must for an op they have no rule for."""
+    model = build(_tv("swin_v2_t"))
     x = torch.randn(1, 3, 64, 64, dtype=D)
     xg = x.clone().requires_grad_(True)
     (ref,) = torch.autograd.grad(model(xg)[0, 3], xg)
