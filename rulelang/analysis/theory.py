@@ -7,7 +7,7 @@ collapse to rank 1?"). `simulate_chain(...)` is the paper's random-matrix simula
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,9 @@ from .stats import (
 __all__ = [
     "theory",
     "TheoryResult",
+    "InterLayer",
+    "InterLayerItem",
+    "interlayer_factors",
     "simulate_chain",
     "ChainSimulation",
     "backward_shapes",
@@ -97,6 +100,112 @@ class ChainRow:
 
 
 @dataclass
+class InterLayerItem:
+    """The inter-layer item S_a^{1/2} V_aᵀ U_b S_b^{1/2} between two consecutive block maps (research/paper.md
+    §5.1 point 4): `lower` (a, M_a = U_a S_a V_aᵀ) sits directly below `upper` (b); M_a's columns and M_b's rows
+    are both `lower`'s output, in the basis `basis`."""
+
+    upper: str
+    lower: str
+    basis: str  # "units" | "channels" | "sketch": how `lower`'s output space is represented
+    composition_error: float  # relative, normalised: M_a·M_b against the measured two-block map (nan: not tried)
+    sigma1: float | None = None
+    sigma2: float | None = None
+    note: str = ""  # why no item was computed ("" when it was)
+
+    @property
+    def ratio(self) -> float | None:
+        """σ1/σ2 of the item (None: not computed; inf: rank 1)."""
+        if self.sigma1 is None or self.sigma2 is None:
+            return None
+        return self.sigma1 / self.sigma2 if self.sigma2 > 0 else float("inf")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "upper": self.upper,
+            "lower": self.lower,
+            "basis": self.basis,
+            "composition_error": self.composition_error,
+            "sigma1": self.sigma1,
+            "sigma2": self.sigma2,
+            "sigma1_over_sigma2": self.ratio,
+            "note": self.note,
+        }
+
+
+@dataclass
+class InterLayer:
+    """Inter-layer items along the chain of block maps from the logits down to the input, and their product.
+
+    A block map is a measured node together with the unmeasured nodes below it (activations, pools, reshapes,
+    dropout) down to the next measured node that every path to the input passes through, as the paper's Keras
+    layers contain their ReLU. `product` is Π σ1/σ2 over the pairs that were computed (`computed` of `pairs`);
+    `factor_error` is the relative error of U_1 S_1^{1/2} · Π items · S_L^{1/2} V_Lᵀ against the measured chain at
+    the input (None when not every pair composes or the chain's columns are not unit vectors)."""
+
+    items: list[InterLayerItem] = field(default_factory=list)
+    factor_error: float | None = None
+    factor_note: str = ""
+
+    @property
+    def pairs(self) -> int:
+        return len(self.items)
+
+    @property
+    def computed(self) -> int:
+        return sum(1 for it in self.items if it.ratio is not None)
+
+    @property
+    def product(self) -> float:
+        """Π σ1/σ2 over the computed items (nan when none was computed)."""
+        return _product([it.ratio for it in self.items])
+
+    def product_over(self, pairs: Sequence[tuple[str, str]]) -> float:
+        """Π σ1/σ2 over the given (upper, lower) pairs (nan when one of them was not computed)."""
+        by = {(it.upper, it.lower): it.ratio for it in self.items}
+        vals = [by.get(tuple(p)) for p in pairs]
+        return float("nan") if not vals or any(v is None for v in vals) else _product(vals)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "items": [it.to_dict() for it in self.items],
+            "pairs": self.pairs,
+            "computed": self.computed,
+            "product": self.product,
+            "log10_product": float(np.log10(self.product)) if self.product > 0 else float("nan"),
+            "factor_error": self.factor_error,
+            "factor_note": self.factor_note,
+        }
+
+    def __str__(self) -> str:
+        lines = [
+            "Inter-layer items S_a^½ V_aᵀ U_b S_b^½ of consecutive block maps (b upper, a lower; §5.1 point 4):",
+            f"  {'upper':<16} {'lower':<16} {'basis':<9} {'σ1/σ2':>9} {'compose err':>12}  note",
+        ]
+        for it in self.items:
+            r = "—" if it.ratio is None else f"{it.ratio:.3g}"
+            lines.append(
+                f"  {it.upper:<16} {it.lower:<16} {it.basis:<9} {r:>9} {it.composition_error:>12.1e}  {it.note}"
+            )
+        check = (
+            f"factor product vs measured chain at the input: relative error {self.factor_error:.1e}"
+            if self.factor_error is not None
+            else f"factor product not checked ({self.factor_note})"
+        )
+        lines.append(f"  Π σ1/σ2 over {self.computed} of {self.pairs} pair(s): {self.product:.3g}; {check}")
+        return "\n".join(lines)
+
+
+def _product(vals: Sequence[float | None]) -> float:
+    v = [float(x) for x in vals if x is not None]
+    if not v:
+        return float("nan")
+    if any(np.isinf(x) for x in v):
+        return float("inf")
+    return float(np.exp(np.sum(np.log(v))))
+
+
+@dataclass
 class TheoryResult:
     images: int
     linear: bool
@@ -104,6 +213,7 @@ class TheoryResult:
     nodes: list[NodeMap] = field(default_factory=list)
     chain: list[ChainRow] = field(default_factory=list)
     gradient: dict[str, Any] | None = None
+    interlayer: InterLayer | None = None
 
     @property
     def nonnegative(self) -> bool:
@@ -125,6 +235,7 @@ class TheoryResult:
             "nodes": [n.to_dict() for n in self.nodes],
             "chain": [r.to_dict() for r in self.chain],
             "gradient": self.gradient,
+            "interlayer": None if self.interlayer is None else self.interlayer.to_dict(),
         }
 
     def __str__(self) -> str:
@@ -139,6 +250,8 @@ class TheoryResult:
         lines.append(f"  {'node':<24} {'σ2/σ1':>9} {'median|cos|':>12}")
         for r in self.chain:
             lines.append(f"  {r.node:<24} {r.sigma_ratio:>9.2e} {r.median_cos:>12.6f}")
+        if self.interlayer is not None:
+            lines.append(str(self.interlayer))
         if self.gradient:
             g = self.gradient
             lines.append(
@@ -146,6 +259,14 @@ class TheoryResult:
                 f"(this rule: {g['rule_chain_ratio_input']:.2e}); Π σ1/σ2 over node maps: "
                 f"gradient {g['gradient_product']:.3g}, rule {g['rule_product']:.3g}"
             )
+            if g.get("interlayer_pairs"):
+                lines.append(
+                    f"Inter-layer Π σ1/σ2 over the {len(g['interlayer_pairs'])} pair(s) both compute: rule "
+                    f"{g['rule_interlayer_product']:.3g}, gradient {g['gradient_interlayer_product']:.3g} (ratio "
+                    f"{g['interlayer_product_ratio']:.3g}, log10 {g['interlayer_log10_ratio']:+.2f})"
+                )
+            elif "interlayer_pairs" in g:
+                lines.append("Inter-layer products: no pair composes for both the rule and the gradient")
         return "\n".join(lines)
 
 
@@ -168,9 +289,17 @@ class _Probe:
             self._acts[key] = (a, a0)
         return self._acts[key]
 
-    def run(self, op: Any, vectors: torch.Tensor, read: Sequence[str], final: bool) -> dict[str, torch.Tensor]:
+    def run(
+        self,
+        op: Any,
+        vectors: torch.Tensor,
+        read: Sequence[str],
+        final: bool,
+        reduce: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """vectors (m, *op.shape[1:]); returns {node: (m, n_node)} ("input" = attribution). Raw relevance (streams
-        summed) unless `final`, when the rule's final: is read out at every node as in CSC."""
+        summed) unless `final`, when the rule's final: is read out at every node as in CSC. `reduce` maps a node
+        to a function applied to each chunk's (m, n_node) readout before it is kept."""
         out: dict[str, list[torch.Tensor]] = {r: [] for r in read}
         acts, acts0 = self._act(op) if final else ({}, {})
         for lo in range(0, vectors.shape[0], _ROWS):
@@ -193,7 +322,10 @@ class _Probe:
                         )
                     else:
                         t = sum(rel.values()) if isinstance(rel, dict) else rel
-                out[r].append(t.reshape(m, -1).double())
+                t = t.reshape(m, -1)
+                if reduce and r in reduce:
+                    t = reduce[r](t)
+                out[r].append(t.double())
         return {r: torch.cat(v) for r, v in out.items()}
 
 
@@ -220,8 +352,18 @@ def _input_names(explainer: Any, op: Any) -> list[str]:
 
 
 def _node_map(
-    probe: _Probe, op: Any, exact_limit: int, columns: int, sketch: int, gen: torch.Generator
-) -> NodeMap | None:
+    probe: _Probe,
+    op: Any,
+    exact_limit: int,
+    columns: int,
+    sketch: int,
+    gen: torch.Generator,
+    below: dict[str, tuple[str, tuple[int, ...]]] | None = None,
+) -> tuple[NodeMap | None, _Block | None]:
+    """The node's map statistics, and its block columns read at the nodes `below` ({node: (basis, shape)}, rows
+    reduced to that basis on the fly)."""
+    below = below or {}
+    reducers = {b: _reducer(basis, shp) for b, (basis, shp) in below.items()}
     ex = probe.ex
     dev = probe.x1.device
     dtype = probe.x1.dtype
@@ -229,13 +371,20 @@ def _node_map(
     n_out = int(np.prod(shape))
     read = _input_names(ex, op)
     if not read:
-        return None
+        return None, None
+    reads = list(dict.fromkeys([*read, *below]))
+    on_the_fly = {b: f for b, f in reducers.items() if b not in read}  # direct inputs are needed whole
+
+    def block(basis: str, res: dict[str, torch.Tensor]) -> _Block:
+        return _Block(op.name, basis, {b: res[b] if b in on_the_fly else reducers[b](res[b]) for b in below})
+
     if n_out <= exact_limit:
         eye = torch.eye(n_out, dtype=dtype, device=dev).reshape(n_out, *shape)
-        cols = probe.run(op, eye, read, final=False)
+        cols = probe.run(op, eye, reads, final=False, reduce=on_the_fly)
         m = torch.cat([cols[r] for r in read], 1).T  # (n_in, n_out)
         s1, s2 = _svals(m)
-        return NodeMap(op.name, _kind(op), "exact", m.shape[0], n_out, float(m.min()), float(m.max()), s1, s2)
+        node = NodeMap(op.name, _kind(op), "exact", m.shape[0], n_out, float(m.min()), float(m.max()), s1, s2)
+        return node, block("units", cols)
     idx = torch.randperm(n_out, generator=gen)[:columns]
     unit = torch.zeros(len(idx), n_out, dtype=dtype)
     unit[torch.arange(len(idx)), idx] = 1
@@ -246,7 +395,7 @@ def _node_map(
         ones = torch.zeros(c_out, *shape, dtype=dtype)
         for c in range(c_out):
             ones[c, c] = 1
-        res = probe.run(op, ones.to(dev), read, final=False)
+        res = probe.run(op, ones.to(dev), reads, final=False, reduce=on_the_fly)
         blocks = []
         for r in read:
             t = res[r]
@@ -254,16 +403,173 @@ def _node_map(
             t = t.reshape(c_out, *in_shape)
             blocks.append(t.flatten(2).sum(-1) if t.dim() > 2 else t)
         m = torch.cat(blocks, 1).T
-        method = "channels+columns"
+        method, basis = "channels+columns", "channels"
     else:  # dense: Gaussian sketch M Ω
         omega = torch.randn(sketch, n_out, generator=gen, dtype=torch.float64).to(dtype)
-        res = probe.run(op, omega.reshape(-1, *shape).to(dev), read, final=False)
+        res = probe.run(op, omega.reshape(-1, *shape).to(dev), reads, final=False, reduce=on_the_fly)
         m = torch.cat([res[r] for r in read], 1).T
-        method = "sketch+columns"
+        method, basis = "sketch+columns", "sketch"
     s1, s2 = _svals(m)
-    return NodeMap(
+    node = NodeMap(
         op.name, _kind(op), method, sampled.shape[1], n_out, float(sampled.min()), float(sampled.max()), s1, s2
     )
+    return node, block(basis, res)
+
+
+# ------------------------------------------------------------------------------------- inter-layer items
+_COMPOSE_TOL = 1e-4  # relative error below which two measured block maps count as composing
+
+
+@dataclass
+class _Block:
+    """One block's columns (injected at `top`'s output in `basis`), read at the nodes below in their bases:
+    {node: (k, rows)}."""
+
+    top: str
+    basis: str  # "units" (unit vectors) | "channels" (a unit channel vector at every position) | "sketch"
+    cols: dict[str, torch.Tensor]
+
+
+def interlayer_factors(maps: Sequence[Any]) -> tuple[list[np.ndarray], list[tuple[float, float]]]:
+    """The factors of a matrix chain through the inter-layer items (research/paper.md §5.1 point 4).
+
+    Parameters
+    ----------
+    maps : matrices M_1, ..., M_L (array-likes) whose product M_1 M_2 ⋯ M_L is the chain (M_l's columns are
+        M_{l+1}'s rows). In `theory`'s convention (rows: a node's input units, columns: its output units) that is
+        the bottom block first: the chain R_input = M_1 ⋯ M_L R_logits.
+
+    Returns
+    -------
+    factors : [U_1 S_1^{1/2}, S_1^{1/2} V_1ᵀ U_2 S_2^{1/2}, ..., S_{L-1}^{1/2} V_{L-1}ᵀ U_L S_L^{1/2}, S_L^{1/2} V_Lᵀ]
+        with the thin SVDs M_l = U_l S_l V_lᵀ; their product is M_1 ⋯ M_L.
+    items : (σ1, σ2) of each of the L − 1 inter-layer items (σ2 = 0 for an item of rank < 2). They do not depend
+        on the choice of singular vectors (signs, rotations within repeated singular values).
+    """
+    mats = [np.asarray(torch.as_tensor(m).detach().cpu().double().numpy()) for m in maps]
+    if not mats or any(m.ndim != 2 for m in mats):
+        raise AnalysisError("interlayer_factors needs a non-empty list of 2-D matrices")
+    for k in range(len(mats) - 1):
+        if mats[k].shape[1] != mats[k + 1].shape[0]:
+            raise AnalysisError(
+                f"matrix {k} has {mats[k].shape[1]} columns but matrix {k + 1} has {mats[k + 1].shape[0]} rows"
+            )
+    svds = [np.linalg.svd(m, full_matrices=False) for m in mats]
+    half = [np.sqrt(s) for _, s, _ in svds]
+    factors = [svds[0][0] * half[0]]
+    items = []
+    for k in range(len(mats) - 1):
+        item = (half[k][:, None] * svds[k][2]) @ (svds[k + 1][0] * half[k + 1])
+        factors.append(item)
+        sv = np.linalg.svd(item, compute_uv=False)
+        items.append((float(sv[0]) if sv.size else 0.0, float(sv[1]) if sv.size > 1 else 0.0))
+    factors.append(half[-1][:, None] * svds[-1][2])
+    return factors, items
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """‖a/‖a‖ − b/‖b‖‖: equality up to a positive scale (channel sums scale a product by the positions)."""
+    na, nb = a.norm(), b.norm()
+    if na == 0 or nb == 0:
+        return 0.0 if na == nb else float("inf")
+    return float((a / na - b / nb).norm())
+
+
+def _cut_nodes(explainer: Any, candidates: Sequence[Any]) -> list[Any]:
+    """The candidates every path from the output down to the input passes through (top-down order)."""
+    g = explainer.graph
+    top = output_op(explainer)
+    parents = {o.name: [g.by_out[n].name if n in g.by_out else "input" for n in o.inputs if n in g.by_out or n is g.input]
+               for o in ancestors(explainer, top)}  # fmt: skip
+    cuts = []
+    for c in candidates:
+        if c is top:
+            continue
+        seen, stack, hit = {c.name}, [top.name], False
+        while stack and not hit:
+            for p in parents.get(stack.pop(), []):
+                if p == "input":
+                    hit = True
+                    break
+                if p not in seen:
+                    seen.add(p)
+                    stack.append(p)
+        if not hit:
+            cuts.append(c)
+    return cuts
+
+
+def _basis(op: Any, exact_limit: int) -> str:
+    """How a node's output space is represented in its block map: the same choice as `_node_map` makes."""
+    shape = tuple(op.shape[1:])
+    if int(np.prod(shape)) <= exact_limit:
+        return "units"
+    return "channels" if len(shape) >= 2 else "sketch"
+
+
+def _reducer(basis: str, shape: Sequence[int]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """(k, n_units) readout -> (k, rows) in the basis of the block below (channel sums over positions)."""
+    if basis == "channels":
+        return lambda t: t.reshape(t.shape[0], shape[0], -1).sum(-1)
+    return lambda t: t
+
+
+def _interlayer_image(
+    bounds: list[str], blocks: dict[str, _Block], chain_input: torch.Tensor | None
+) -> tuple[list[InterLayerItem], float | None, str]:
+    """Items of one image's chain of blocks (bounds: output op, cut nodes top-down, "input")."""
+    basis = {b: blocks[b].basis for b in bounds[:-1]}
+    basis["input"] = "units"
+    mats = [blocks[b].cols[bounds[j + 1]].T for j, b in enumerate(bounds[:-1])]  # (rows, columns)
+    items = []
+    for j in range(len(bounds) - 2):
+        up, lo, bottom = bounds[j], bounds[j + 1], bounds[j + 2]
+        m_up, m_lo = mats[j], mats[j + 1]
+        composite = blocks[up].cols[bottom].T
+        err = _rel_err(m_lo @ m_up, composite)
+        it = InterLayerItem(up, lo, basis[lo], err)
+        if "sketch" in (basis[up], basis[lo]):
+            it.note = "sketched map (dense output > exact_limit): no basis to compose"
+        elif not err <= _COMPOSE_TOL:
+            it.note = (
+                "channel sums do not compose: the maps are not one channel mixing at every position"
+                if "channels" in (basis[up], basis[lo], basis[bottom])
+                else "block maps do not compose (relevance streams or a non-linear rule)"
+            )
+        else:
+            _, ((s1, s2),) = interlayer_factors([m_lo, m_up])
+            it.sigma1, it.sigma2 = s1, s2
+        items.append(it)
+    if any(it.ratio is None for it in items):
+        return items, None, "not every pair composes"
+    if basis[bounds[0]] != "units" or chain_input is None:
+        return items, None, "the chain's columns are not unit vectors at the logits"
+    factors, _ = interlayer_factors(mats[::-1])
+    prod = factors[0]
+    for f in factors[1:]:
+        prod = prod @ f
+    return items, _rel_err(torch.from_numpy(prod), chain_input), ""
+
+
+def _pool_interlayer(per_image: list[tuple[list[InterLayerItem], float | None, str]]) -> InterLayer:
+    """Per pair: the image with the median σ1/σ2 when every image composes, else the first failing image's note."""
+    out = InterLayer()
+    for k, first in enumerate(per_image[0][0]):
+        its = [img[0][k] for img in per_image]
+        err = float(max(it.composition_error for it in its))
+        bad = [it for it in its if it.ratio is None]
+        if bad:
+            out.items.append(InterLayerItem(first.upper, first.lower, first.basis, err, note=bad[0].note))
+            continue
+        ratios = np.array([it.ratio for it in its], dtype=float)
+        med = its[int(np.argmin(np.abs(ratios - np.median(ratios))))]
+        out.items.append(InterLayerItem(first.upper, first.lower, first.basis, err, med.sigma1, med.sigma2))
+    errs = [img[1] for img in per_image]
+    if all(e is not None for e in errs):
+        out.factor_error = float(max(errs))
+    else:
+        out.factor_note = next(img[2] for img in per_image if img[1] is None)
+    return out
 
 
 def _chain(probe: _Probe, explainer: Any, sketch: int, gen: torch.Generator) -> list[tuple[str, torch.Tensor]]:
@@ -310,7 +616,7 @@ def _measure(
     device: Any,
     progress: bool | None,
     reference: torch.Tensor | None,
-) -> tuple[list[NodeMap], list[ChainRow], float]:
+) -> tuple[list[NodeMap], list[ChainRow], float, InterLayer | None]:
     dev = explainer_device(explainer, device, x)
     dtype = explainer_dtype(explainer, x)
     readout = Readout(explainer)
@@ -324,6 +630,15 @@ def _measure(
     chains: dict[str, list[torch.Tensor]] = {}
     lin_err = 0.0
     ref = reference.to(device=dev, dtype=dtype) if reference is not None else None
+    # block boundaries for the inter-layer items: the output op, the measured nodes every path passes, the input
+    top = output_op(explainer)
+    bounds = [top.name] + [o.name for o in _cut_nodes(explainer, chosen[::-1])] + ["input"] if chosen else []
+    by_name = {o.name: o for o in ops}
+    basis = {b: _basis(by_name[b], exact_limit) for b in bounds[:-1]}
+    basis["input"] = "units"
+    shapes = {b: tuple(by_name[b].shape[1:]) for b in bounds[:-1]}
+    below = {b: {n: (basis[n], shapes.get(n, ())) for n in bounds[j + 1 : j + 3]} for j, b in enumerate(bounds[:-1])}
+    blocks: dict[int, dict[str, _Block]] = {}
     steps = [(i, o) for i in range(x.shape[0]) for o in chosen]
     bar = progress_bar(steps, progress, total=len(steps), desc="layer maps")
     probes: dict[int, _Probe] = {}
@@ -334,10 +649,26 @@ def _measure(
             lin_err = max(lin_err, _linearity(p, explainer))
             for name, m in _chain(p, explainer, sketch, torch.Generator().manual_seed(seed)):
                 chains.setdefault(name, []).append(m)
+            blocks[i] = {}
+            if bounds and top.name not in {
+                o.name for o in chosen
+            }:  # the top block starts at the logits even when they are not a measured node
+                gen = torch.Generator().manual_seed(seed * 7919 + 1)
+                blocks[i][top.name] = _node_map(p, top, exact_limit, columns, sketch, gen, below[top.name])[1]
         gen = torch.Generator().manual_seed(seed * 7919 + len(per_node.get(op.name, [])))
-        nm = _node_map(probes[i], op, exact_limit, columns, sketch, gen)
+        nm, blk = _node_map(probes[i], op, exact_limit, columns, sketch, gen, below.get(op.name))
         if nm is not None:
             per_node.setdefault(op.name, []).append(nm)
+        if blk is not None and op.name in below:
+            blocks[i][op.name] = blk
+    inter = None
+    if len(bounds) > 2 and all(b in blk for blk in blocks.values() for b in bounds[:-1]):
+        unit_columns = int(np.prod(top.shape[1:])) <= 64  # _chain injects unit vectors at the logits
+        per_image = [
+            _interlayer_image(bounds, blocks[i], chains["input"][i] if unit_columns else None)
+            for i in range(x.shape[0])
+        ]
+        inter = _pool_interlayer(per_image)
     if not chosen:  # still measure the chain
         for i in range(x.shape[0]):
             p = _Probe(explainer, x[i : i + 1].to(device=dev, dtype=dtype), readout, ref)
@@ -379,7 +710,7 @@ def _measure(
                 float(max(float(m.max()) for m in ms)),
             )
         )
-    return nodes, chain, lin_err
+    return nodes, chain, lin_err, inter
 
 
 def theory(
@@ -387,7 +718,7 @@ def theory(
     x: torch.Tensor,
     *,
     kinds: Sequence[str] | None = ("linear", "add", "avgpool"),
-    exact_limit: int = 256,
+    exact_limit: int = 512,
     columns: int = 32,
     sketch: int = 32,
     compare_gradient: bool | None = None,
@@ -420,8 +751,11 @@ def theory(
     check (relative error < 1e-4).
     """
     x = check_images(x)
-    nodes, chain, lin = _measure(explainer, x, kinds, exact_limit, columns, sketch, seed, device, progress, reference)
+    nodes, chain, lin, inter = _measure(
+        explainer, x, kinds, exact_limit, columns, sketch, seed, device, progress, reference
+    )
     res = TheoryResult(images=x.shape[0], linear=lin < 1e-4, linearity_error=lin, nodes=nodes, chain=chain)
+    res.interlayer = inter
     signed = any(n.min < 0 for n in nodes)
     if compare_gradient or (compare_gradient is None and signed):
         res.gradient = _gradient_comparison(explainer, x, kinds, exact_limit, columns, sketch, seed, device, res)
@@ -443,7 +777,7 @@ def _gradient_comparison(
 
     dev = explainer_device(explainer, device, x)
     grad = compile_(explainer.model, "gradient", example_input=x[:1].to(device=dev, dtype=explainer_dtype(explainer)))
-    g_nodes, g_chain, _ = _measure(grad, x, kinds, exact_limit, columns, sketch, seed, device, False, None)
+    g_nodes, g_chain, _, g_inter = _measure(grad, x, kinds, exact_limit, columns, sketch, seed, device, False, None)
 
     def product(ns: list[NodeMap]) -> float:
         vals = [n.sigma1 / n.sigma2 for n in ns if n.sigma2 > 0]
@@ -456,7 +790,27 @@ def _gradient_comparison(
         "rule_chain_ratio_input": res.chain[-1].sigma_ratio,
         "gradient_product": product(g_nodes),
         "rule_product": product(res.nodes),
+        **_interlayer_comparison(res.interlayer, g_inter),
     }
+
+
+def _interlayer_comparison(rule: InterLayer | None, grad: InterLayer | None) -> dict[str, Any]:
+    """The rule's inter-layer product against the gradient's, over the pairs both compute (§5.1 point 4)."""
+    if rule is None or grad is None:
+        return {}
+    ok = {(it.upper, it.lower) for it in grad.items if it.ratio is not None}
+    pairs = [(it.upper, it.lower) for it in rule.items if it.ratio is not None and (it.upper, it.lower) in ok]
+    out: dict[str, Any] = {"interlayer": grad.to_dict(), "interlayer_pairs": [list(p) for p in pairs]}
+    if pairs:
+        r, g = rule.product_over(pairs), grad.product_over(pairs)
+        ratio = r / g if g > 0 else float("nan")
+        out.update(
+            rule_interlayer_product=r,
+            gradient_interlayer_product=g,
+            interlayer_product_ratio=ratio,
+            interlayer_log10_ratio=float(np.log10(ratio)) if ratio > 0 else float("nan"),
+        )
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- simulation
