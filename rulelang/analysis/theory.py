@@ -163,7 +163,7 @@ class InterLayer:
     def product_over(self, pairs: Sequence[tuple[str, str]]) -> float:
         """Π σ1/σ2 over the given (upper, lower) pairs (nan when one of them was not computed)."""
         by = {(it.upper, it.lower): it.ratio for it in self.items}
-        vals = [by.get(tuple(p)) for p in pairs]
+        vals = [by.get((p[0], p[1])) for p in pairs]
         return float("nan") if not vals or any(v is None for v in vals) else _product(vals)
 
     def to_dict(self) -> dict[str, Any]:
@@ -564,8 +564,8 @@ def _pool_interlayer(per_image: list[tuple[list[InterLayerItem], float | None, s
         ratios = np.array([it.ratio for it in its], dtype=float)
         med = its[int(np.argmin(np.abs(ratios - np.median(ratios))))]
         out.items.append(InterLayerItem(first.upper, first.lower, first.basis, err, med.sigma1, med.sigma2))
-    errs = [img[1] for img in per_image]
-    if all(e is not None for e in errs):
+    errs = [img[1] for img in per_image if img[1] is not None]
+    if len(errs) == len(per_image):
         out.factor_error = float(max(errs))
     else:
         out.factor_note = next(img[2] for img in per_image if img[1] is None)
@@ -650,11 +650,12 @@ def _measure(
             for name, m in _chain(p, explainer, sketch, torch.Generator().manual_seed(seed)):
                 chains.setdefault(name, []).append(m)
             blocks[i] = {}
-            if bounds and top.name not in {
-                o.name for o in chosen
-            }:  # the top block starts at the logits even when they are not a measured node
+            top_measured = top.name in {o.name for o in chosen}
+            if bounds and not top_measured:  # the top block starts at the logits even when they are not measured
                 gen = torch.Generator().manual_seed(seed * 7919 + 1)
-                blocks[i][top.name] = _node_map(p, top, exact_limit, columns, sketch, gen, below[top.name])[1]
+                tb = _node_map(p, top, exact_limit, columns, sketch, gen, below[top.name])[1]
+                if tb is not None:
+                    blocks[i][top.name] = tb
         gen = torch.Generator().manual_seed(seed * 7919 + len(per_node.get(op.name, [])))
         nm, blk = _node_map(probes[i], op, exact_limit, columns, sketch, gen, below.get(op.name))
         if nm is not None:
@@ -749,6 +750,21 @@ def theory(
     For rules that are not linear in R (guided backprop, RectGrad, RevealCancel) the maps are the responses to
     those unit vectors, not a matrix of the rule; `linear` says whether R -> attribution passed a superposition
     check (relative error < 1e-4).
+
+    Inter-layer items (§5.1 point 4; `interlayer`): the chain from the logits down is cut at the measured nodes
+    every path to the input passes through; each block map M_l runs from one such node's output to the next one's
+    (so it contains the ReLUs, pools and reshapes in between, as the paper's Keras layers contain their ReLU),
+    read in the same propagate calls as the node maps. With M_l = U_l S_l V_lᵀ the chain factors as
+    U_1 S_1^{1/2} · Π S_l^{1/2} V_lᵀ U_{l+1} S_{l+1}^{1/2} · S_L^{1/2} V_Lᵀ (`interlayer_factors`); per consecutive
+    pair: σ1/σ2 of the item, and Π σ1/σ2 over the pairs computed. A block is exact ("units") where its top node is
+    within `exact_limit`, else a channel transfer matrix ("channels"; rows summed over positions where the block
+    below is one) or a sketch (never composed). A channel transfer matrix composes honestly only where the maps act
+    as one channel mixing at every position (1×1 convs with position-independent coefficients; exactly:
+    A·M_a·(I − Π)·M_b·B = 0 with A the position sum, B the broadcast, Π the projection onto position-constant
+    fields), so every pair is checked: the product of the two measured blocks against the two-block map measured
+    directly (relative error ≤ 1e-4, up to the positive scale the channel sums introduce); pairs that fail get a
+    note and no number. `factor_error` checks the whole factor product against the measured chain at the input.
+    The gradient comparison adds the rule's and the gradient's products over the pairs both compute (ratio, log10).
     """
     x = check_images(x)
     nodes, chain, lin, inter = _measure(
