@@ -454,17 +454,27 @@ def interlayer_factors(maps: Sequence[Any]) -> tuple[list[np.ndarray], list[tupl
             raise AnalysisError(
                 f"matrix {k} has {mats[k].shape[1]} columns but matrix {k + 1} has {mats[k + 1].shape[0]} rows"
             )
-    svds = [np.linalg.svd(m, full_matrices=False) for m in mats]
-    half = [np.sqrt(s) for _, s, _ in svds]
-    factors = [svds[0][0] * half[0]]
-    items = []
-    for k in range(len(mats) - 1):
-        item = (half[k][:, None] * svds[k][2]) @ (svds[k + 1][0] * half[k + 1])
-        factors.append(item)
-        sv = np.linalg.svd(item, compute_uv=False)
-        items.append((float(sv[0]) if sv.size else 0.0, float(sv[1]) if sv.size > 1 else 0.0))
-    factors.append(half[-1][:, None] * svds[-1][2])
-    return factors, items
+    return _factors([np.linalg.svd(m, full_matrices=False) for m in mats])
+
+
+_Svd = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _item(lower: _Svd, upper: _Svd) -> np.ndarray:
+    """S_a^{1/2} V_aᵀ U_b S_b^{1/2} from the thin SVDs of M_a (lower) and M_b (upper)."""
+    return (np.sqrt(lower[1])[:, None] * lower[2]) @ (upper[0] * np.sqrt(upper[1]))
+
+
+def _top2(m: np.ndarray) -> tuple[float, float]:
+    sv = np.linalg.svd(m, compute_uv=False)
+    return (float(sv[0]) if sv.size else 0.0, float(sv[1]) if sv.size > 1 else 0.0)
+
+
+def _factors(svds: Sequence[_Svd]) -> tuple[list[np.ndarray], list[tuple[float, float]]]:
+    items = [_item(svds[k], svds[k + 1]) for k in range(len(svds) - 1)]
+    first = svds[0][0] * np.sqrt(svds[0][1])
+    last = np.sqrt(svds[-1][1])[:, None] * svds[-1][2]
+    return [first, *items, last], [_top2(it) for it in items]
 
 
 def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -521,6 +531,13 @@ def _interlayer_image(
     basis = {b: blocks[b].basis for b in bounds[:-1]}
     basis["input"] = "units"
     mats = [blocks[b].cols[bounds[j + 1]].T for j, b in enumerate(bounds[:-1])]  # (rows, columns)
+    svds: dict[int, _Svd] = {}
+
+    def svd(j: int) -> _Svd:  # each block's SVD once
+        if j not in svds:
+            svds[j] = np.linalg.svd(mats[j].cpu().double().numpy(), full_matrices=False)
+        return svds[j]
+
     items = []
     for j in range(len(bounds) - 2):
         up, lo, bottom = bounds[j], bounds[j + 1], bounds[j + 2]
@@ -537,14 +554,13 @@ def _interlayer_image(
                 else "block maps do not compose (relevance streams or a non-linear rule)"
             )
         else:
-            _, ((s1, s2),) = interlayer_factors([m_lo, m_up])
-            it.sigma1, it.sigma2 = s1, s2
+            it.sigma1, it.sigma2 = _top2(_item(svd(j + 1), svd(j)))
         items.append(it)
     if any(it.ratio is None for it in items):
         return items, None, "not every pair composes"
     if basis[bounds[0]] != "units" or chain_input is None:
         return items, None, "the chain's columns are not unit vectors at the logits"
-    factors, _ = interlayer_factors(mats[::-1])
+    factors, _ = _factors([svd(j) for j in reversed(range(len(mats)))])
     prod = factors[0]
     for f in factors[1:]:
         prod = prod @ f
