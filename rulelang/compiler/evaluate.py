@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -65,16 +66,23 @@ class Scope:
         self.where = where
         self.attr_hook = attr
         self.inputs = inputs or {}  # `x[j]`, `x0[j]`: the j-th input of a multi-input node
+        # conditions known at every position where the value being lowered is used: inside `where(c, a, b)`'s
+        # branches, through element-wise operations only (a nested `where(c, p, q)` there is `p` or `q`)
+        self._known: dict[fx.Node, bool] = {}
 
     def lookup(self, name: str, node: A.Expr) -> Value:
         if name in self._values:
             return self._values[name]
-        if name in self._thunks:
-            value = self._thunks[name]()
-        elif name in self._defines:
-            value = self.eval(self._defines[name])
-        else:
-            raise error_at(node, f"`{name}` is not defined {self.where}".rstrip())
+        saved, self._known = self._known, {}  # a name's value holds everywhere: no branch facts
+        try:
+            if name in self._thunks:
+                value = self._thunks[name]()
+            elif name in self._defines:
+                value = self.eval(self._defines[name])
+            else:
+                raise error_at(node, f"`{name}` is not defined {self.where}".rstrip())
+        finally:
+            self._known = saved
         self._values[name] = value
         return value
 
@@ -115,7 +123,8 @@ class Scope:
         if isinstance(e, A.Index):
             if isinstance(e.value, A.Name) and e.value.id in self.inputs:
                 return self.inputs[e.value.id](self.eval(e.index), e)
-            return em.call(operator.getitem, self.eval(e.value), self.eval(e.index))
+            with self._no_branch_facts():
+                return em.call(operator.getitem, self.eval(e.value), self.eval(e.index))
         if isinstance(e, A.Call):
             return self._call(e)
         raise error_at(e, f"cannot evaluate {type(e).__name__}")
@@ -138,12 +147,55 @@ class Scope:
     def _call(self, e: A.Call) -> Value:
         b = FUNCTIONS.get(e.func)
         if b is not None and b.node_bound and e.func in self.calls:
-            return self.calls[e.func](e, self)
+            with self._no_branch_facts():
+                return self.calls[e.func](e, self)
         if b is None or b.node_bound:
             raise error_at(e, f"`{e.func}()` is not available {self.where}".rstrip())
-        args = [self.eval(a) for a in e.args]
-        kwargs = {k: self.eval(v) for k, v in e.kwargs}
+        if e.func == "where" and len(e.args) == 3 and not e.kwargs:
+            return self.lower_where(b, e)
+        with contextlib.nullcontext() if e.func in _ELEMENTWISE else self._no_branch_facts():
+            args = [self.eval(a) for a in e.args]
+            kwargs = {k: self.eval(v) for k, v in e.kwargs}
         return self.apply(b, args, kwargs)
+
+    @contextlib.contextmanager
+    def _no_branch_facts(self) -> Iterator[None]:
+        """Lowers a non-element-wise operation's arguments (vjp, sums, indexing) without the branch facts."""
+        saved, self._known = self._known, {}
+        try:
+            yield
+        finally:
+            self._known = saved
+
+    def _branch(self, c: Value, holds: bool, e: A.Expr) -> Value:
+        """`e` lowered where condition `c` is known to be `holds` (a `where` branch)."""
+        if not isinstance(c, fx.Node):
+            return self.eval(e)
+        saved, self._known = self._known, {**self._known, c: holds}
+        try:
+            return self.eval(e)
+        finally:
+            self._known = saved
+
+    def lower_where(self, b: Builtin, e: A.Call) -> Value:
+        """`where(c, a, b)`: nested selects on the same `c` resolved, a fast select for `abs(d) < k`.
+
+        Inside a branch of `where(c, ...)`, reached through element-wise operations only, `where(c, p, q)` is `p`
+        (first branch) or `q` (second): the outer select keeps exactly the positions where that holds. DeepLIFT's
+        `where(small, g, R * dy / where(small, 1, d))` so becomes `where(small, g, R * dy / d)`, equal at every
+        position it keeps.
+        """
+        if not FAST_WHERE:
+            return self.apply(b, [self.eval(x) for x in e.args], {})
+        c = self.eval(e.args[0])
+        if isinstance(c, fx.Node) and c in self._known:
+            return self.eval(e.args[1] if self._known[c] else e.args[2])
+        a = self._branch(c, True, e.args[1])
+        other = self._branch(c, False, e.args[2])
+        fast = _select_below(self.em, c, a, other)
+        if fast is not None:
+            return fast
+        return self.apply(b, [c, a, other], {})
 
     # ------------------------------------------------------------------ builtins: one method per `apply` convention
     def apply(self, b: Builtin, args: list[Value], kwargs: dict[str, Value]) -> Value:
@@ -183,6 +235,51 @@ class Scope:
     def apply_identity(self, b: Builtin, fn: Callable[..., Any], args: list[Value], kwargs: dict[str, Value]) -> Value:
         """Unary `+`: the operand itself."""
         return args[0]
+
+
+#: nested `where`s on one condition resolved, `where(abs(d) < k, ...)` by `prims.select_below`; tests switch it
+#: off to compare with the previous lowering
+FAST_WHERE = True
+
+#: builtins computed position by position (broadcasting aside): branch facts hold through them
+_ELEMENTWISE = frozenset(
+    {"stab", "where", "clamp", "maximum", "minimum", "pos", "neg", "abs", "sign", "exp", "log", "sqrt"}
+    | {"ones_like", "zeros_like"}
+)
+
+#: arithmetic whose result is NaN where an operand is
+_NAN_PROPAGATING = (operator.add, operator.sub, operator.mul, operator.truediv, operator.neg)
+
+
+def _select_below(em: Emitter, c: Value, a: Value, b: Value) -> Value:
+    """`prims.select_below(t, k, a, b)` for `where(t < k, a, b)` with `t = abs(d)` and `b` NaN wherever `d` is
+    (so the fast select's `a + b` at NaN positions is `b`, as `where` gives); None where that is not shown."""
+    if not (isinstance(c, fx.Node) and c.target is operator.lt and len(c.args) == 2 and not c.kwargs):
+        return None
+    t, k = c.args
+    if not (
+        isinstance(t, fx.Node)
+        and t.target is torch.abs
+        and isinstance(k, (int, float))
+        and not isinstance(k, bool)
+        and k > 0
+        and isinstance(a, fx.Node)
+        and isinstance(b, fx.Node)
+    ):
+        return None
+    d = t.args[0]
+    if not _nan_follows(b, {t, d}):
+        return None
+    return em.call(prims.select_below, t, float(k), a, b)
+
+
+def _nan_follows(v: Value, roots: set[Any], depth: int = 8) -> bool:
+    """Whether `v` is computed from one of `roots` through NaN-propagating arithmetic only."""
+    if v in roots:
+        return True
+    if depth == 0 or not isinstance(v, fx.Node) or v.target not in _NAN_PROPAGATING:
+        return False
+    return any(_nan_follows(u, roots, depth - 1) for u in v.args if isinstance(u, fx.Node))
 
 
 def _tensor(em: Emitter, v: Value) -> Value:

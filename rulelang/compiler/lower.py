@@ -29,6 +29,10 @@ from .match import Plan
 
 Value = Any
 
+#: derive α-β's `zn = layer(x, w=w.neg, b=b.neg)` on non-negative inputs from the forward output (one conv less);
+#: tests switch it off to compare with the previous lowering
+DERIVE_COMPLEMENT = True
+
 #: "dense, conv, affine" (error messages)
 _PARAMETRIC = ", ".join(k for k in Kind if k.parametric)
 
@@ -319,9 +323,45 @@ class NodeScope:
             t = lw.em.call(torch.full_like, xs[i], float(t))
         if t is xs[i] and kw.get("w") is None and b is None and op.pick is None:
             return lw.value(op.out)  # the op's own forward output: computed once, in the forward pass
+        if t is xs[i] and DERIVE_COMPLEMENT:
+            derived = self.complement(t, kw.get("w"), b)
+            if derived is not None:
+                return derived
         inputs = list(xs)
         inputs[i] = t
         return self.impl.layer(lw, op, inputs, kw.get("w"), kw.get("b"))
+
+    def complement(self, t: Value, w: Value, c: Value) -> Value:
+        """`layer(x, w=w.neg, b=c)` on a non-negative input `x`, as `z - layer(x, w=w.pos, b=b - c)`; else None.
+
+        `z = layer(x)` is the op's forward output (computed anyway) and `w = w.pos + w.neg`, so one convolution
+        replaces two: `c` is `b.neg` (complement bias `b.pos`), 0 (complement bias `b`) or the default `b`
+        (complement bias 0). Exact up to rounding: x >= 0 does not enter the algebra, but it is what makes the
+        two terms of `z` add without sign cancellation being the rule's own business (α-β's `zn` on ReLU outputs).
+        """
+        lw, op = self.lw, self.op
+        if (
+            op.kind not in (Kind.CONV, Kind.DENSE)
+            or op.pick is not None
+            or len(self.xs) != 1
+            or t not in lw.em.nonneg
+            or not _plain_padding(lw, op)
+        ):
+            return None
+        p = lw.params_of(op)
+        W, B = p["w"], p["b"]
+        if not _is_clamp(w, W, "max"):
+            return None
+        if c is None:
+            cb: Value = 0.0
+        elif not isinstance(c, fx.Node) and c == 0:
+            cb = B
+        elif _is_clamp(c, B, "max"):
+            cb = lw.em.call(torch.clamp, B, min=0)
+        else:
+            return None
+        zp = self.impl.layer(lw, op, [t], lw.em.call(torch.clamp, W, min=0), cb)
+        return lw.em.call(operator.sub, lw.value(op.out), zp)
 
     def vjp(self, e: A.Call, sc: Scope) -> Value:
         """`vjp(s, w=, b=)`: the vector-Jacobian product of the op with `s`, w.r.t. input `i`."""
@@ -352,6 +392,25 @@ class NodeScope:
         t = sc.eval(e.args[0])
         n = len(self.op.inputs)
         return t if n == 1 else self.lw.em.call(operator.truediv, t, float(n))
+
+
+def _is_clamp(v: Value, of: Value, bound: str) -> bool:
+    """Whether `v` is the node `clamp(of, <bound>=0)` (`of.neg` for max, `of.pos` for min)."""
+    return (
+        isinstance(v, fx.Node)
+        and isinstance(of, fx.Node)
+        and v.target is torch.clamp
+        and v.args == (of,)
+        and v.kwargs == {bound: 0}
+    )
+
+
+def _plain_padding(lw: Lowering, op: Op) -> bool:
+    """Whether the op's forward output is what `layer` computes (a conv module pads with zeros)."""
+    node = op.node
+    if node.op != "call_module":
+        return True
+    return getattr(lw.gm.get_submodule(str(node.target)), "padding_mode", "zeros") == "zeros"
 
 
 def _constant(v: Value) -> Callable[[], Value]:

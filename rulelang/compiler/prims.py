@@ -6,6 +6,8 @@ trace it.
 
 from __future__ import annotations
 
+import math
+import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,6 +22,43 @@ def stab(z: Any, eps: Any) -> Any:
     # to z + eps * where(z >= 0, 1, -1), without torch.where (on this CPU build `where` costs ~200x an add:
     # 10.8 ms vs 0.05 ms for 0.5 M floats, benchmarks/RESULTS.md)
     return z + ((z >= 0).to(z.dtype) * (2 * eps) - eps)
+
+
+def _below(k: float, dtype: torch.dtype) -> float | None:
+    """The largest `dtype` value below `k` as `dtype` rounds it (`t <= _below(k)` is `t < k` in `dtype`), for a
+    positive `k` in float32/float64; None otherwise. Plain Python (no tensor), so torch.compile folds it."""
+    if dtype == torch.float64:
+        return math.nextafter(k, -math.inf)
+    if dtype != torch.float32:
+        return None
+    (bits,) = struct.unpack("<I", struct.pack("<f", k))  # k rounded to float32, as the comparison rounds it
+    if bits == 0 or bits >= 0x7F800000:  # 0 or inf after rounding
+        return None
+    (below,) = struct.unpack("<f", struct.pack("<I", bits - 1))
+    return below
+
+
+def select_below(t: Any, k: float, a: Any, b: Any) -> Any:
+    """`where(t < k, a, b)` for `t >= 0` (or NaN) and a constant `k > 0`, in three fast kernels instead of a select.
+
+    For float32/float64 tensors of one shape (else `torch.where`). `hardtanh_backward(a, t, -1, k)` keeps `a` where `-1 < t < k` (all of `t < k`, as t >= 0) and is exactly 0
+    elsewhere; `threshold_backward(b, t, below(k))` keeps `b` where `t >= k` and is exactly 0 elsewhere, whatever
+    the discarded values (inf, NaN); their sum is the select (`v + 0 == v`). Where `t` is NaN both are kept: the
+    lowering uses this only where `b` is then NaN too (see `evaluate.Scope.lower_where`). On this CPU build `torch.where`
+    costs 8-100x an add (`benchmarks/kernels.py`); both kernels here cost about one add each.
+    """
+    if not (
+        isinstance(t, torch.Tensor)
+        and isinstance(a, torch.Tensor)
+        and isinstance(b, torch.Tensor)
+        and t.dtype == a.dtype == b.dtype
+        and t.shape == a.shape == b.shape
+        and (below := _below(float(k), t.dtype)) is not None
+    ):
+        return torch.where(t < k, a, b)
+    keep_a = torch.ops.aten.hardtanh_backward(a, t, -1.0, k)
+    keep_b = torch.ops.aten.threshold_backward(b, t, below)
+    return keep_a + keep_b
 
 
 def relu_vjp(s: Any, out: torch.Tensor) -> Any:

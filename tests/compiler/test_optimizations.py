@@ -8,7 +8,10 @@ The previous lowering is rebuilt here, in the test, and swapped in for the optim
 - relevance summed over 3+ consumers into one buffer in place vs a chain of out-of-place adds;
 - the reference pass (`reference: zeros`, or a caller's one-sample reference) on one sample, broadcast, vs on
   the whole batch;
-- residual adds `x[i] * (R / stab(y, eps))` (one shared division) vs `x[i] / stab(y, eps) * R` (rule files).
+- residual adds `x[i] * (R / stab(y, eps))` (one shared division) vs `x[i] / stab(y, eps) * R` (rule files);
+- α-β's `zn = layer(x, w=w.neg, b=b.neg)` on a non-negative `x` derived as `z - zp` vs its own convolution;
+- `where(c, a, ... where(c, p, q) ...)` resolved to `q` inside the branch (element-wise paths), and
+  `where(abs(d) < k, a, b)` by `prims.select_below` (no `torch.where`) vs plain `torch.where`s (DeepLIFT).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import rulelang
-from rulelang.compiler import prims
+from rulelang.compiler import evaluate, lower, prims
 from rulelang.compiler.impls import base, cat, relu
 from rulelang.compiler.lower import Lowering
 from rulelang.errors import RulelangError
@@ -81,6 +84,8 @@ def previous_lowering() -> Iterator[None]:
         mp.setattr(cat.Cat, "vjp", base.Generic.vjp)
         mp.setattr(Lowering, "_sum", _old_sum)
         mp.setattr(prims, "reference_input", _old_reference_input)
+        mp.setattr(lower, "DERIVE_COMPLEMENT", False)
+        mp.setattr(evaluate, "FAST_WHERE", False)
         yield
     finally:
         mp.undo()
@@ -128,7 +133,15 @@ def _same(new, old) -> None:
             )
 
 
-@given(models(max_blocks=6), st.sampled_from(RULES), st.sampled_from(["normal", "positive", "zeros"]))
+#: the rules the α-β and DeepLIFT rewrites change: drawn as often as all the others together (same example count)
+REWRITTEN = [r for r in RULES if "beta" in r or r.startswith("deeplift") or r in ("lrp-gamma", "rectgrad")]
+
+
+@given(
+    models(max_blocks=6),
+    st.one_of(st.sampled_from(RULES), st.sampled_from(REWRITTEN)),
+    st.sampled_from(["normal", "positive", "zeros", "dead", "tiny"]),
+)
 def test_optimized_lowering_equals_previous(old_rules: Path, model, rule: str, kind: str) -> None:
     x = InputSpec(kind, 3, model.spec.seed + 1).make(model)
     given_ref = kind == "positive"
@@ -234,3 +247,59 @@ def test_cache_is_default_reports_bytes_and_follows_parameter_changes() -> None:
     conv.weight.data.mul_(2.0)  # invisible to the version counter: refresh() drops the cache
     ex.refresh()
     torch.testing.assert_close(ex(x, target=1), off(x, target=1), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_select_below_equals_where_at_the_boundary_and_with_nonfinite_discards(dtype: torch.dtype) -> None:
+    k = 1e-7
+    kk = float(torch.tensor(k, dtype=dtype))  # the threshold as `t < k` rounds it in dtype
+    below = float(torch.nextafter(torch.tensor(kk, dtype=dtype), torch.tensor(0.0, dtype=dtype)))
+    above = float(torch.nextafter(torch.tensor(kk, dtype=dtype), torch.tensor(1.0, dtype=dtype)))
+    d = torch.tensor([0.0, -0.0, below, -below, kk, -kk, above, k, 2.0, -3.0, float("inf"), float("nan")], dtype=dtype)
+    t = d.abs()
+    a = torch.arange(1.0, d.numel() + 1, dtype=dtype)
+    b = 1.0 / d  # inf at 0, 0 at inf, NaN at NaN: the discarded values must not leak
+    b[0] = float("nan")
+    b[-1] = float("nan")  # the lowering's precondition: b is NaN where t is
+    got, want = prims.select_below(t, k, a, b), torch.where(t < k, a, b)
+    assert torch.equal(torch.isnan(got), torch.isnan(want))
+    assert torch.equal(got[~torch.isnan(want)], want[~torch.isnan(want)])
+    assert (t < k)[:4].all() and not (t < k)[4:].any()  # both sides of the boundary are exercised
+
+
+@given(
+    st.lists(st.floats(width=32), min_size=1, max_size=40),
+    st.sampled_from([1e-7, 0.5, 3.0]),
+    st.sampled_from([torch.float32, torch.float64]),
+)
+def test_select_below_equals_where_on_any_values(values: list[float], k: float, dtype: torch.dtype) -> None:
+    d = torch.tensor(values, dtype=dtype)
+    d = torch.cat([d, d * 1e-7])  # values near k = 1e-7 too
+    t, a, b = d.abs(), torch.cos(d), 1.0 / d  # b is NaN exactly where d is (the lowering's precondition)
+    got, want = prims.select_below(t, k, a, b), torch.where(t < k, a, b)
+    nan = torch.isnan(want)
+    assert torch.equal(torch.isnan(got), nan)
+    assert torch.equal(got[~nan], want[~nan])
+
+
+def test_select_below_falls_back_to_where_on_broadcast_or_mixed_dtypes() -> None:
+    t = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
+    a = torch.tensor([[5.0, 6.0], [7.0, 8.0]], dtype=torch.float64)
+    b = torch.tensor([1.0, 2.0], dtype=torch.float32)
+    assert torch.equal(prims.select_below(t, 0.5, a, b), torch.where(t < 0.5, a, b))
+
+
+def test_deeplift_rescale_lowers_without_where_and_alpha_beta_derives_zn() -> None:
+    """The rewrites fire on the test model (so the equality tests above compare two lowerings)."""
+    model = _WIDE.build(torch.float64)
+    x = InputSpec("normal", 2, 3).make(model)
+    dl = rulelang.compile(model, "deeplift-rescale", example_input=x).code
+    assert "torch.where" not in dl and "select_below" in dl and "ones_like" not in dl
+    ab = rulelang.compile(model, "lrp-alpha2-beta1", example_input=x).code
+    with previous_lowering():
+        dl_old = rulelang.compile(model, "deeplift-rescale", example_input=x).code
+        ab_old = rulelang.compile(model, "lrp-alpha2-beta1", example_input=x).code
+    assert dl_old.count("torch.where") >= 2 and "select_below" not in dl_old
+    # layers on non-negative inputs (after a ReLU / pooling): one convolution / matmul less each
+    assert ab.count("torch.conv2d(") < ab_old.count("torch.conv2d(")
+    assert ab.count("linear(") < ab_old.count("linear(")
