@@ -198,7 +198,6 @@ SPECS: dict[Kind, KindSpec] = {
             Kind.MUL,
             functions=(operator.mul, operator.imul, torch.mul),
             methods=("mul", "mul_", "__mul__", "__rmul__"),
-            generic=True,
         ),
         KindSpec(Kind.CAT, functions=(torch.cat, torch.concat, torch.stack), **_ROUTING),
         # padding with a negative constant breaks the output fact: `output_nonneg` checks for it
