@@ -114,7 +114,8 @@ _FUNCTION_LIST = [
         "node.vjp_frozen",
         "vjp_frozen(s)",
         "vjp(s) with the node's input statistics held at their forward values (norms: the scale 1/std or 1/rms, "
-        "so the norm is a linear map; every other kind: vjp(s))",
+        "so the norm is a linear map; products a * b, A @ B: the gate factor - a softmax or sigmoid-type output - "
+        "gets 0 and the other the full vjp, with no gate each gets vjp / 2; every other kind: vjp(s))",
         apply="node",
         contexts=("rule",),
         transfer="vjp",

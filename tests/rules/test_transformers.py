@@ -241,13 +241,116 @@ def _matmul(x: torch.Tensor) -> torch.Tensor:
 
 
 def test_matmul_uniform_and_cp() -> None:
-    """A = (1, 2), B = (3, 4)ᵀ: Z = 11. AttnLRP: R_A = A ⊙ (B · R/Z) / 2 = (1.5, 4), R_B = (1.5, 4). CP-LRP gives
-    both factors their full share (3, 8), (3, 8); in attention, A's share is dropped at the softmax."""
+    """A = (1, 2), B = (3, 4)ᵀ: Z = 11. AttnLRP: R_A = A ⊙ (B · R/Z) / 2 = (1.5, 4), R_B = (1.5, 4). CP-LRP: neither
+    factor is a gate (no softmax or sigmoid behind it), so it splits uniformly too: the same (sum 11). Giving both
+    factors their full share, (3, 8), (3, 8), would count R twice (sum 22)."""
     x = [1.0, 2.0, 3.0, 4.0]
-    r = explain(Fn(_matmul), "attn-lrp", x)
-    torch.testing.assert_close(r, torch.tensor([1.5, 4.0, 1.5, 4.0], dtype=D), rtol=1e-9, atol=1e-9)
-    r = explain(Fn(_matmul), "cp-lrp", x)
-    torch.testing.assert_close(r, torch.tensor([3.0, 8.0, 3.0, 8.0], dtype=D), rtol=1e-9, atol=1e-9)
+    for rule in ("attn-lrp", "cp-lrp"):
+        r = explain(Fn(_matmul), rule, x)
+        torch.testing.assert_close(r, torch.tensor([1.5, 4.0, 1.5, 4.0], dtype=D), rtol=1e-9, atol=1e-9)
+
+
+# ------------------------------------------------------------------- CP-LRP on gates (issue 14): the gate is constant
+def _times(gate):
+    return lambda x: x[:, :1] * gate(x[:, 1:])
+
+
+class ModuleGate(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :1] * self.gate(x[:, 1:])
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        Fn(_times(torch.sigmoid)),
+        ModuleGate(),
+        Fn(_times(F.hardsigmoid)),
+        Fn(lambda x: torch.sigmoid(x[:, 1:]) * x[:, :1]),  # the gate first
+    ],
+    ids=["sigmoid", "nn.Sigmoid", "hardsigmoid", "gate-first"],
+)
+def test_cp_lrp_holds_a_squeeze_excitation_gate_constant(model: nn.Module) -> None:
+    """y = a * g(b) with a = 2, b = 0: g(0) = 1/2 (sigmoid and hardsigmoid), y = 1 = R. CP-LRP holds the gate
+    constant: a gets all of R, b nothing: (1, 0). AttnLRP's uniform rule: (1/2, 1/2) (the gate's half passes the
+    identity rule at g)."""
+    r = explain(model, "cp-lrp", [2.0, 0.0])
+    torch.testing.assert_close(r, torch.tensor([1.0, 0.0], dtype=D), rtol=1e-9, atol=1e-12)
+    r = explain(model, "attn-lrp", [2.0, 0.0])
+    torch.testing.assert_close(r, torch.tensor([0.5, 0.5], dtype=D), rtol=1e-9, atol=1e-12)
+
+
+def test_cp_lrp_on_glu_gates_and_on_two_gates() -> None:
+    """y = a * silu(b), a = 2, b = 1: y = 2 silu(1). The SiLU factor is the gate (an element-wise nonlinearity
+    against a plain signal): (y, 0). Two sigmoid factors, neither singled out: each gets y / 2."""
+    y = 2.0 * F.silu(torch.tensor(1.0, dtype=D))
+    r = explain(Fn(_times(F.silu)), "cp-lrp", [2.0, 1.0])
+    torch.testing.assert_close(r, torch.stack([y, torch.zeros((), dtype=D)]), rtol=1e-9, atol=1e-12)
+    y2 = torch.sigmoid(torch.tensor(2.0, dtype=D)) * 0.5
+    r = explain(Fn(lambda x: torch.sigmoid(x[:, :1]) * torch.sigmoid(x[:, 1:])), "cp-lrp", [2.0, 0.0])
+    torch.testing.assert_close(r, torch.stack([y2 / 2, y2 / 2]), rtol=1e-9, atol=1e-12)
+
+
+def _attention_product(x: torch.Tensor) -> torch.Tensor:
+    a = torch.softmax(x[:, :2], -1).reshape(-1, 1, 2)
+    return torch.matmul(a, x[:, 2:].reshape(-1, 2, 1)).reshape(-1, 1)
+
+
+def test_cp_lrp_gives_a_softmax_gated_product_to_the_values() -> None:
+    """A = softmax(0, ln 3) = (1/4, 3/4), V = (1, 2): y = 7/4 = R. CP-LRP: the scores get nothing, the values
+    V ⊙ A = (1/4, 3/2) (sum 7/4: conserved)."""
+    r = explain(Fn(_attention_product), "cp-lrp", [0.0, math.log(3.0), 1.0, 2.0])
+    torch.testing.assert_close(r, torch.tensor([0.0, 0.0, 0.25, 1.5], dtype=D), rtol=1e-9, atol=1e-12)
+
+
+class GatedNet(nn.Module):
+    """Bias-free conv, then a gated block, global mean, bias-free head: `se` (torchvision's SqueezeExcitation,
+    biases in the gate branch, sigmoid or hardsigmoid), `glu` (a * sigmoid(b)), `swiglu` (a * silu(b)), `mixer`
+    (1x1-conv queries/keys/values multiplied without a softmax: q·kᵀ and (q·kᵀ)·v have no gate)."""
+
+    def __init__(self, c: int, gate: str, hard: bool) -> None:
+        super().__init__()
+        self.gate = gate
+        self.conv = nn.Conv2d(3, c, 3, padding=1, bias=False)
+        act = nn.Hardsigmoid if hard else nn.Sigmoid
+        self.se = torchvision.ops.SqueezeExcitation(c, 2, scale_activation=act)
+        self.a, self.b, self.v = (nn.Conv2d(c, c, 1, bias=False) for _ in range(3))
+        self.head = nn.Linear(c, 3, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x)
+        if self.gate == "se":
+            h = self.se(h)
+        elif self.gate == "glu":
+            h = self.a(h) * torch.sigmoid(self.b(h))
+        elif self.gate == "swiglu":
+            h = self.a(h) * F.silu(self.b(h))
+        else:
+            q, k, v = (m(h).flatten(2) for m in (self.a, self.b, self.v))  # (N, c, HW)
+            h = h + torch.matmul(torch.matmul(q, k.transpose(1, 2)) * 0.1, v).reshape(h.shape)
+        return self.head(h.mean((2, 3)))
+
+
+@given(
+    gate=st.sampled_from(["se", "glu", "swiglu", "mixer"]),
+    hard=st.booleans(),
+    c=st.sampled_from([2, 4]),
+    seed=st.integers(0, 2**16),
+)
+def test_cp_lrp_conserves_on_gated_blocks(gate: str, hard: bool, c: int, seed: int) -> None:
+    """Sum of input relevance = the seed on bias-free gated blocks (the SE gate's own biases take nothing: the gate
+    is a constant). Before the gate was held constant, a product of two activations without a softmax gave both
+    factors their full share: `mixer` counted R more than once."""
+    torch.manual_seed(seed)
+    model = GatedNet(c, gate, hard).to(D).eval()
+    randomize_(model.se, seed)
+    x = torch.randn(2, 3, 4, 4, dtype=D)
+    r = rulelang.compile(model, "cp-lrp", example_input=x, eps=TINY)(x, 1)
+    torch.testing.assert_close(r.sum((1, 2, 3)), _seed_sum(model, x, 1), rtol=1e-6, atol=1e-9)
 
 
 class LayerScale(nn.Module):
