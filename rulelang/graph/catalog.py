@@ -284,7 +284,8 @@ SPECS: dict[Kind, KindSpec] = {
                 nn.LocalResponseNorm,
                 nn.RMSNorm,
             ),
-            functions=(F.layer_norm, F.group_norm, F.instance_norm, F.local_response_norm, F.rms_norm),
+            # F.normalize: x / max(||x||_p, eps) along `dim` (Swin V2's cosine attention)
+            functions=(F.layer_norm, F.group_norm, F.instance_norm, F.local_response_norm, F.rms_norm, F.normalize),
         ),
         KindSpec(
             Kind.MATMUL,

@@ -17,11 +17,14 @@ each such call's body again with the shapes of this call known, and puts the res
   shifts and masks).
 
 The body is torchvision's own code, run once with the concrete shapes: the inlined ops are the torch calls the
-wrapped call makes (F.pad, torch.roll, views, F.linear, matmul, softmax, the bias and mask additions), so the
-graph computes the same values; the catalog knows each of them. What the pass cannot rebuild exactly it leaves
-whole (the node stays opaque: the gradient rule replays it, LRP rules fail closed naming it): a body that writes
-into a traced tensor in place (Swin V2's ``qkv_bias[...].zero_()``), branches on a traced value, or reads a size
-that depends on the batch in Python. Models passed as an ``fx.GraphModule`` are never rewritten.
+wrapped call makes (F.pad, torch.roll, views, F.linear, matmul, softmax, the bias and mask additions; Swin V2's
+F.normalize of q and k and its logit scale), so the graph computes the same values; the catalog knows each of
+them. One in-place write is rewritten as a functional op (`written`): ``t[index].zero_()`` / ``fill_(v)`` into a
+fresh ``clone()`` of a parameter-derived tensor that nothing else has read (Swin V2 zeroes the key part of its qkv
+bias that way). What the pass cannot rebuild exactly it leaves whole (the node stays opaque: the gradient rule
+replays it, LRP rules fail closed naming it): any other in-place write into a traced tensor, a branch on a traced
+value, or a batch-dependent size read in Python (a constant of that size, `numel()`). Models passed as an
+``fx.GraphModule`` are never rewritten.
 """
 
 from __future__ import annotations
@@ -39,6 +42,15 @@ from ..errors import ExplainError
 
 #: Tensor methods that build a new tensor from sizes alone (computed now, as constants).
 _CONSTRUCTORS = frozenset({"new_zeros", "new_ones", "new_full", "new_empty", "new_tensor"})
+#: In-place writes rewritten as `written` when they go into a fresh copy of a parameter-derived tensor.
+_WRITES = frozenset({"zero_", "fill_"})
+
+
+def written(t: torch.Tensor, index: Any, method: str, args: tuple) -> torch.Tensor:
+    """A copy of `t` with ``copy[index].<method>(*args)`` applied (the functional form of an in-place write)."""
+    out = t.clone()
+    getattr(out[index], method)(*args)
+    return out
 
 
 class NotInlinable(Exception):
@@ -193,6 +205,8 @@ class _SizedProxy(fx.Proxy):
     def __getattr__(self, k: str) -> Any:
         if k in _CONSTRUCTORS:
             return lambda *args, **kwargs: self.tracer.constant_from(self, k, args, kwargs)
+        if k in _WRITES:
+            return lambda *args: self.tracer.write_into_copy(self, k, args)
         if k.endswith("_") and not k.startswith("_"):
             raise NotInlinable(f"the body writes into a traced tensor in place (Tensor.{k})")
         return super().__getattr__(k)
@@ -214,9 +228,37 @@ class _SpecialisingTracer(fx.Tracer):
         self.prefix = prefix
         self.record_stack_traces = True
         self._constants = 0
+        self.proxies: dict[fx.Node, _SizedProxy] = {}
+        self.live: set[fx.Node] = set()  # nodes computed from an activation argument
 
     def proxy(self, node: fx.Node) -> fx.Proxy:
-        return _SizedProxy(node, self)
+        proxy = _SizedProxy(node, self)
+        self.proxies[node] = proxy
+        if node.op == "placeholder" or any(a in self.live for a in node.all_input_nodes):
+            self.live.add(node)  # placeholders: until `placeholder` says otherwise
+        return proxy
+
+    def write_into_copy(self, view: _SizedProxy, method: str, args: tuple) -> None:
+        """``t[index].zero_()`` (or ``fill_(v)``) where `t` is a fresh ``clone()`` of a parameter-derived tensor
+        that nothing else has read (Swin V2's qkv bias): written as one functional op, `written`, whose result
+        the name `t` stands for from now on."""
+        node = view.node
+        base = node.args[0] if node.op == "call_function" and node.target is operator.getitem else None
+        if (
+            not isinstance(base, fx.Node)
+            or base in self.live
+            or not (base.op == "call_method" and base.target == "clone")
+            or set(base.users) != {node}
+            or node.users
+            or any(isinstance(a, fx.Proxy) for a in args)
+        ):
+            raise NotInlinable(f"the body writes into a traced tensor in place (Tensor.{method})")
+        owner = self.proxies[base]
+        index = node.args[1]
+        self.graph.erase_node(node)
+        new = cast(_SizedProxy, self.create_proxy("call_function", written, (owner, index, method, args), {}))
+        owner.node, owner.vals = new.node, new.vals
+        self.proxies[new.node] = owner
 
     def _filter_traceback_frames(self, summary: traceback.StackSummary) -> traceback.StackSummary:
         """The frames from the traced body inwards (its lines locate the inlined ops in errors)."""
@@ -240,9 +282,11 @@ class _SpecialisingTracer(fx.Tracer):
             proxy.vals = vals  # type: ignore[attr-defined]
         return proxy
 
-    def placeholder(self, name: str, vals: tuple[Any, Any]) -> _SizedProxy:
+    def placeholder(self, name: str, vals: tuple[Any, Any], live: bool) -> _SizedProxy:
         proxy = self.create_proxy("placeholder", name, (), {})
         proxy.vals = vals  # type: ignore[attr-defined]
+        if not live:
+            self.live.discard(proxy.node)
         return proxy  # type: ignore[return-value]
 
     def constant_from(self, like: _SizedProxy, method: str, args: tuple, kwargs: dict) -> torch.Tensor:
@@ -301,7 +345,7 @@ def _specialise(
         vals = (first[a], second[a])
         if not all(isinstance(v, torch.Tensor) for v in vals):
             raise NotInlinable(f"argument {a.name} is not a tensor")
-        proxies[a] = tracer.placeholder(f"arg{k}", vals)
+        proxies[a] = tracer.placeholder(f"arg{k}", vals, live=a in live)
     where = f"{node.target.__name__} ({_module_path(node) or node.name})"  # type: ignore[union-attr]
     for a, p in proxies.items():
         if a in live:
