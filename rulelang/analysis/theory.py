@@ -1,8 +1,10 @@
 """The layer matrices in numbers (research/paper.md §2.1–2.5, §5.1 points 2, 4, 6).
 
 `theory(explainer, x)` measures, at real inputs, the relevance map M_l = ∂R_in/∂R_out of every parametric node
-(and adds / average pools) and the accumulated product from the logits down to every node ("does the chain
-collapse to rank 1?"). `simulate_chain(...)` is the paper's random-matrix simulation (§2.5).
+(and adds / average pools), the accumulated product from the logits down to every node ("does the chain
+collapse to rank 1?") and the inter-layer items S_l^{1/2} V_lᵀ U_{l+1} S_{l+1}^{1/2} of consecutive block maps
+with their product, against the gradient's (§5.1 point 4; `interlayer_factors` for given matrices).
+`simulate_chain(...)` is the paper's random-matrix simulation (§2.5).
 """
 
 from __future__ import annotations
