@@ -18,7 +18,7 @@ stdout.
 Random weights are fine for the non-negative rules and for the gradient/DeepLIFT, not for lrp-z and ε with a small
 ε: a few pre-activations are ~1e-6 (VGG-16's logits: median |z| 0.04, minimum 1e-6), the z-division lets those
 units dominate every probe, and the probes align (|cos| ≈ 0.99 at the input) — a numerical degeneracy, not a rank-1
-collapse (tests/analysis/test_csc_depth.py). Read those rows with that in mind, or pass trained weights.
+collapse (tests/analysis/test_csc_depth.py). Read those rows with that in mind.
 """
 
 from __future__ import annotations
