@@ -301,6 +301,9 @@ class _SpecialisingTracer(fx.Tracer):
     def create_arg(self, a: Any) -> Any:
         if isinstance(a, torch.Tensor) and not isinstance(a, torch.nn.Parameter):
             name = f"{self.prefix}_constant{self._constants}"
+            while hasattr(self.root, name):  # a name of the user's model
+                self._constants += 1
+                name = f"{self.prefix}_constant{self._constants}"
             self._constants += 1
             self.root.register_buffer(name, a.detach().clone(), persistent=False)
             return self.create_node("get_attr", name, (), {})
