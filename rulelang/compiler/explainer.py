@@ -13,7 +13,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from ..errors import ExplainError, NonFiniteError, NonFiniteWarning, RulelangError
+from ..errors import CompileError, ExplainError, NonFiniteError, NonFiniteWarning, RulelangError
 from ..graph.ir import OpGraph
 from ..graph.opgraph import build_opgraph
 from ..graph.trace import LeafSpec, eval_mode, trace
@@ -29,8 +29,10 @@ from .guards import (
     check_no_hooks,
     check_reference,
     check_relevance,
+    model_dtype,
     normalize_keep,
     normalize_target,
+    unsupported_in_precision,
 )
 from .hoist import ParameterCache, split_static
 from .impls import impl_for, inplace_free
@@ -105,6 +107,9 @@ class Explainer(nn.Module):
         self._source = source
         self._built: dict[GraphKey, fx.GraphModule] = {}
         self._caches: dict[GraphKey, ParameterCache] = {}
+        #: torch.compile's options when `compile()` was called (None: the graphs run eagerly)
+        self._compile_options: dict[str, Any] | None = None
+        self._compiled: dict[GraphKey, Callable[..., Any]] = {}
         self._setup(graph, plan)
 
     def _setup(self, graph: OpGraph, plan: Plan) -> None:
@@ -134,6 +139,36 @@ class Explainer(nn.Module):
     def _forget(self) -> None:
         self._built.clear()
         self._caches.clear()
+        self._compiled.clear()
+
+    def compile(self, enable: bool = True, **options: Any) -> Explainer:  # type: ignore[override]
+        """Runs the explaining graphs through ``torch.compile`` from now on (in place; returns the explainer).
+
+        What is compiled is the generated explain/propagate graph, once per graph (``explainer.build(key)``, with
+        the hoisted weight-derived tensors as inputs), without graph breaks. The Python-side work stays eager
+        around it, exactly as without compiling: argument checks (bad targets, inputs, references get the same
+        `ExplainError`), the model-change check, and the parameter cache's validity check (a replaced or edited
+        parameter is seen). ``torch.compile(explainer)`` instead would trace those checks too and break the graph
+        at them; use this method (the ``nn.Module.compile()`` idiom).
+
+        Args:
+            enable: False goes back to eager graphs (and drops the compiled ones).
+            **options: passed to ``torch.compile`` (``mode``, ``backend``, ``dynamic``, ``fullgraph``, ...).
+
+        Returns:
+            This explainer.
+
+        Note: the first call per graph (and per new input shape) compiles (tens of seconds on a CPU); `refresh()`,
+        `.to()` and `set_fitted` drop the compiled graphs with the built ones.
+        """
+        self._compiled.clear()
+        self._compile_options = dict(options) if enable else None
+        return self
+
+    @property
+    def compiled(self) -> bool:
+        """Whether calls run the graphs through ``torch.compile`` (see `compile`)."""
+        return self._compile_options is not None
 
     def refresh(self) -> None:
         """Forgets built graphs and cached derived parameters, and traces the model again when its structure
@@ -236,12 +271,23 @@ class Explainer(nn.Module):
         gm = fx.GraphModule(self, lw.em.graph, class_name=f"Explain_{mode}")
         gm.graph.eliminate_dead_code()
         gm.recompile()
+        if mode in ("explain", "propagate"):
+            self._check_precision(gm)
         if self.cache_parameters and mode in ("explain", "propagate"):
             derive, names, targets = split_static(gm, self)
             if derive is not None:
                 self._caches[key] = ParameterCache(derive, names, targets, self)
         self._built[key] = gm
         return gm
+
+    def _check_precision(self, gm: fx.GraphModule) -> None:
+        dtype = model_dtype(self.model)
+        problem = unsupported_in_precision(gm, dtype) if dtype is not None else None
+        if problem is not None:
+            raise CompileError(
+                f"rule file {self.rules.name!r} cannot run in {dtype}: {problem}. Explain in float32 "
+                "(model.float() and x.float()) or float64"
+            )
 
     def hoisted_graph(self, key: GraphKey) -> tuple[fx.GraphModule, list[str]] | None:
         """With `cache_parameters=True`: the graph computing the weight-only values hoisted out of `build(key)`
@@ -407,24 +453,44 @@ class Explainer(nn.Module):
                 raise ExplainError(f"rule file {self.rules.name!r} takes no reference input (no `reference:`)")
             check_reference(reference, x)
 
-    def _execute(self, gm: fx.GraphModule, *args: Any, key: GraphKey | None = None) -> Any:
-        """Runs a built graph; errors other than rulelang's become one ExplainError line (calling `forward`
-        directly also keeps fx from printing its own traceback to stderr)."""
+    def _execute(self, gm: fx.GraphModule, *args: Any, key: GraphKey | None = None, eager: bool = False) -> Any:
+        """Runs a built graph (through torch.compile after `compile()`, for explain/propagate graphs unless
+        `eager`); errors other than rulelang's become one ExplainError line (calling `forward` directly also keeps
+        fx from printing its own traceback to stderr)."""
+        kwargs = self._hoisted(key) if key is not None else {}
+        if key is not None and not eager and self._compile_options is not None and key.mode in _COMPILABLE:
+            try:
+                return self._compiled_graph(key, gm)(*args, **kwargs)
+            except RulelangError:
+                raise
+            except Exception as e:
+                self._execute(gm, *args, key=key, eager=True)  # an error of the input itself is reported as such
+                raise ExplainError(
+                    f"torch.compile failed on this explainer's graph ({_first_line(e)}); the same call runs "
+                    "without it: call explainer.compile(False), or pass other torch.compile options"
+                ) from e
         try:
-            return gm.forward(*args, **(self._hoisted(key) if key is not None else {}))
+            return gm.forward(*args, **kwargs)
         except RulelangError:
             raise
         except Exception as e:
-            text = str(e).strip()
-            first = text.splitlines()[0] if text else ""
             shape = f" of shape {tuple(args[0].shape)}" if args and isinstance(args[0], torch.Tensor) else ""
             compiled = f" (compiled for {self._example_shape})" if self._example_shape else ""
-            raise ExplainError(f"cannot explain this input{shape}{compiled}: {type(e).__name__}: {first}") from None
+            raise ExplainError(f"cannot explain this input{shape}{compiled}: {_first_line(e)}") from None
 
-    def _run(self, key: GraphKey, *args: Any) -> Explanation:
+    def _compiled_graph(self, key: GraphKey, gm: fx.GraphModule) -> Callable[..., Any]:
+        fn = self._compiled.get(key)
+        if fn is None:
+            fn = torch.compile(dynamo_friendly(gm).forward, **(self._compile_options or {}))
+            self._compiled[key] = fn
+        return fn
+
+    def _run(self, key: GraphKey, *args: Any, eager: bool = False) -> Explanation:
         gm = self.build(key)
+        if self._compile_options is not None and not eager and key.mode in _COMPILABLE:
+            args = (args[0], target_tensor(args[1], args[0])) + args[2:] if key.mode == "explain" else args
         with torch.no_grad(), eval_mode(self.model):
-            out = self._execute(gm, *args, key=key)
+            out = self._execute(gm, *args, key=key, eager=eager)
         return Explanation(out["output"], out["attribution"], out["relevances"])
 
     def forward(self, x: torch.Tensor, target: Target = None, reference: torch.Tensor | None = None) -> torch.Tensor:
@@ -475,7 +541,9 @@ class Explainer(nn.Module):
         key = GraphKey("explain", keep=normalize_keep(keep, self._graph))
         args = (x, t) + ((reference,) if self.rules.reference else ())
         result = self._run(key, *args)
-        self._check_finite(result, x, on_nonfinite, lambda: self._run(GraphKey("explain", keep=True), *args))
+        self._check_finite(
+            result, x, on_nonfinite, lambda: self._run(GraphKey("explain", keep=True), *args, eager=True)
+        )
         return result
 
     def propagate(
@@ -507,11 +575,11 @@ class Explainer(nn.Module):
             raise ExplainError(f"at must be a node name (see explainer.nodes), got {type(at).__name__}")
         (name,) = self._names([at])
         self._check_call(x, reference)
-        check_relevance(relevance, self._graph.op(name), x.shape[0])
+        check_relevance(relevance, self._graph.op(name), x.shape[0], like=x)
         key = GraphKey("propagate", at=name, keep=normalize_keep(keep, self._graph))
         args = (x, relevance) + ((reference,) if self.rules.reference else ())
         result = self._run(key, *args)
-        rerun = lambda: self._run(GraphKey("propagate", at=name, keep=True), *args)  # noqa: E731
+        rerun = lambda: self._run(GraphKey("propagate", at=name, keep=True), *args, eager=True)  # noqa: E731
         self._check_finite(result, x, on_nonfinite, rerun, injected=relevance)
         return result
 
@@ -591,6 +659,52 @@ class Explainer(nn.Module):
         return [op.name for op in self._graph.ops]
 
 
+_COMPILABLE = ("explain", "propagate")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def target_tensor(target: int | torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+    """A normalized target (see `normalize_target`) as a long tensor (batch,) on x's device, or None: what a compiled
+    graph takes, so that neither a class index nor its type becomes a guard that recompiles the graph."""
+    if target is None:
+        return None
+    if isinstance(target, int):
+        return torch.full((x.shape[0],), target, dtype=torch.long, device=x.device)
+    return target.to(x.device)
+
+
+def _one_hot_checked_outside(y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    """`prims.one_hot` for a compiled graph: the target is a long tensor (batch,) that `normalize_target` already
+    range-checked outside the compiled region (the check inside `prims.one_hot` reads a tensor's value, which
+    torch.compile cannot trace without a graph break), or None for the predicted class."""
+    n, k = y.shape[0], y.shape[1]
+    idx = y.reshape(n, k, -1).sum(-1).argmax(1) if target is None else target
+    shape = (n, k) + (1,) * (y.dim() - 2)
+    return (
+        torch.zeros((n, k), dtype=y.dtype, device=y.device).scatter_(1, idx[:, None], 1.0).reshape(shape).expand_as(y)
+    )
+
+
+#: prims whose eager form checks tensor values in Python, and their compile-friendly replacements
+_DYNAMO_REPLACEMENTS: dict[Callable[..., Any], Callable[..., Any]] = {prims.one_hot: _one_hot_checked_outside}
+
+
+def dynamo_friendly(gm: fx.GraphModule) -> fx.GraphModule:
+    """A copy of a built explain/propagate graph for ``torch.compile``: the same nodes (sharing the model's
+    modules), with value-checking prims replaced by their checked-outside forms (`_DYNAMO_REPLACEMENTS`)."""
+    graph = fx.Graph()
+    out = graph.graph_copy(gm.graph, {})
+    graph.output(out)
+    for n in graph.nodes:
+        if n.op == "call_function" and n.target in _DYNAMO_REPLACEMENTS:
+            n.target = _DYNAMO_REPLACEMENTS[n.target]
+    return fx.GraphModule(gm, graph, class_name=f"{type(gm).__name__}_compiled")
+
+
 def _constant(v: Any) -> Callable[[], Any]:
     return lambda: v
 
@@ -620,6 +734,7 @@ def compile(
     cache_parameters: bool = True,
     input_bounds: tuple[Any, Any] | None = None,
     on_nonfinite: OnNonfinite = "raise",
+    torch_compile: bool | dict[str, Any] = False,
     **params: Any,
 ) -> Explainer:
     """Compiles `model` + a rule file into an `Explainer` (modified backprop as data; the methods and the rank-1
@@ -639,6 +754,8 @@ def compile(
         input_bounds: ``(lo, hi)`` range of the model input (scalars or per channel), for DTD's z^B rule and
             the static analysis.
         on_nonfinite: "raise", "warn" or "ignore": what a call does when the attribution holds NaN/inf.
+        torch_compile: True (or a dict of ``torch.compile`` options) runs the explaining graph through
+            ``torch.compile``: ``explainer.compile(**options)``. The checks stay eager; the first call compiles.
         **params: overrides of the rule file's ``params:``.
 
     Returns:
@@ -655,6 +772,10 @@ def compile(
 
     if on_nonfinite not in _ON_NONFINITE:
         raise ExplainError(f"on_nonfinite must be one of {', '.join(_ON_NONFINITE)}; got {on_nonfinite!r}")
+    if not isinstance(torch_compile, (bool, dict)):
+        raise ExplainError(
+            f"torch_compile must be True, False or a dict of torch.compile options, got {torch_compile!r}"
+        )
     if isinstance(rules, A.RuleFile):
         rf = load(rules.path, **params) if params and rules.path else rules
     else:
@@ -683,4 +804,6 @@ def compile(
             explainer.load_fitted(fitted)
     if check and not (rf.fit and fitted is None):
         check_graph(explainer, example_input)
+    if torch_compile is not False:
+        explainer.compile(**(torch_compile if isinstance(torch_compile, dict) else {}))
     return explainer

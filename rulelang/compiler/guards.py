@@ -31,8 +31,11 @@ __all__ = [
     "check_reference",
     "check_relevance",
     "forward_hooks",
+    "model_dtype",
     "normalize_keep",
     "normalize_target",
+    "unsupported_in_precision",
+    "SUPPORTED_DTYPES",
 ]
 
 
@@ -241,6 +244,41 @@ def check_input(x: Any, example_shape: tuple[int, ...], model: nn.Module, what: 
         )
 
 
+def model_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of the model's first floating parameter (else buffer): the precision the explainer computes in."""
+    ref = _reference_tensor(model)
+    return ref.dtype if ref is not None else None
+
+
+# ------------------------------------------------------------------------------------------- precision
+#: dtypes an explainer computes in: the model's and the input's (float16 and bfloat16 as far as torch has kernels)
+SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def _float32_only() -> dict[Any, str]:
+    from . import prims
+
+    return {prims.percentile: "`percentile` (torch.quantile has no float16/bfloat16 kernel)"}
+
+
+def unsupported_in_precision(gm: torch.fx.GraphModule, dtype: torch.dtype) -> str | None:
+    """What in a built explaining graph cannot run in `dtype` (a low precision), or None when all of it can."""
+    if dtype not in _LOW_PRECISION:
+        return None
+    table = _float32_only()
+    used = sorted({table[n.target] for n in gm.graph.nodes if n.op == "call_function" and n.target in table})
+    return f"it uses {', '.join(used)}" if used else None
+
+
+def _check_dtype(dtype: torch.dtype, what: str) -> None:
+    if dtype not in SUPPORTED_DTYPES:
+        raise ModelError(
+            f"{what} is {dtype}; rulelang explains in float32, float64, bfloat16 or float16: cast the model and the "
+            "input (model.float(), x.float())"
+        )
+
+
 def _reference_tensor(model: nn.Module) -> torch.Tensor | None:
     for p in model.parameters():
         if p.is_floating_point():
@@ -264,6 +302,7 @@ def check_example_input(example_input: Any, model: nn.Module) -> None:
             f"example_input is a {example_input.dtype} tensor; rulelang explains models of floating-point inputs "
             "(an embedding's token ids have no gradient): wrap the model so that its forward takes the embeddings"
         )
+    _check_dtype(example_input.dtype, "example_input")
     ref = _reference_tensor(model)
     if ref is not None and ref.dtype != example_input.dtype:
         raise ModelError(
@@ -288,8 +327,9 @@ def check_reference(reference: Any, x: torch.Tensor) -> None:
         raise ExplainError(f"reference is a {reference.dtype} tensor; give a floating-point tensor like x")
 
 
-def check_relevance(relevance: Any, op: Op, batch: int) -> None:
-    """The relevance `propagate` injects: exactly the node's output shape for this batch, floating point."""
+def check_relevance(relevance: Any, op: Op, batch: int, like: torch.Tensor | None = None) -> None:
+    """The relevance `propagate` injects: exactly the node's output shape for this batch, floating point, and (given
+    the input `like`) of its dtype and device."""
     expected = (batch,) + tuple(op.shape[1:])
     if not isinstance(relevance, torch.Tensor):
         raise ExplainError(
@@ -302,3 +342,8 @@ def check_relevance(relevance: Any, op: Op, batch: int) -> None:
         )
     if not relevance.is_floating_point():
         raise ExplainError(f"relevance for node {op.name} is a {relevance.dtype} tensor; give a floating-point tensor")
+    if like is not None and (relevance.dtype != like.dtype or relevance.device != like.device):
+        raise ExplainError(
+            f"relevance for node {op.name} is {relevance.dtype} on {relevance.device} but x is {like.dtype} on "
+            f"{like.device}: pass relevance.to(x) (the relevance pass computes in the model's precision)"
+        )
