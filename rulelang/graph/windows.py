@@ -215,6 +215,18 @@ class _SizedProxy(fx.Proxy):
         raise NotInlinable("the body writes into a traced tensor in place (item assignment)")
 
 
+def _augmented_assignment(name: str) -> Callable[..., Any]:
+    def refuse(self: _SizedProxy, other: Any) -> Any:
+        raise NotInlinable(f"the body updates a traced tensor in place (__{name}__)")
+
+    return refuse
+
+
+# `t += u` writes into `t` (and every view of it) in eager mode; a proxy would silently rebind the name instead
+for _name in ("iadd", "isub", "imul", "itruediv", "ifloordiv", "imod", "ipow", "imatmul", "iand", "ior", "ixor"):
+    setattr(_SizedProxy, f"__{_name}__", _augmented_assignment(_name))
+
+
 class _SpecialisingTracer(fx.Tracer):
     """Traces a function body given the values of its tensor arguments at two batch sizes."""
 

@@ -163,24 +163,35 @@ def _batch_sized_constant(x: torch.Tensor) -> torch.Tensor:
     return x + x.new_ones(x.shape)  # a constant whose size depends on the batch
 
 
+def _add_in_place(x: torch.Tensor) -> torch.Tensor:
+    y = x * 2.0
+    y += 1.0  # an augmented assignment (in place in eager mode)
+    return y
+
+
 torch.fx.wrap("_zero_first_channel")
 torch.fx.wrap("_batch_sized_constant")
+torch.fx.wrap("_add_in_place")
 
 
 class Wrapped(nn.Module):
     def __init__(self, fn) -> None:
         super().__init__()
-        self.first = fn is _zero_first_channel
+        self.which = fn.__name__
         self.lin = nn.Linear(4, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # called by name: fx.wrap patches the module's globals
-        return self.lin(_zero_first_channel(x) if self.first else _batch_sized_constant(x))
+        if self.which == "_zero_first_channel":
+            return self.lin(_zero_first_channel(x))
+        if self.which == "_add_in_place":
+            return self.lin(_add_in_place(x))
+        return self.lin(_batch_sized_constant(x))
 
 
-@pytest.mark.parametrize("fn", [_zero_first_channel, _batch_sized_constant])
+@pytest.mark.parametrize("fn", [_zero_first_channel, _add_in_place, _batch_sized_constant])
 def test_a_body_that_cannot_be_rebuilt_stays_one_op_and_lrp_fails_closed(fn, monkeypatch) -> None:
-    """The pass leaves a wrapped call whole when its body writes into an activation in place or builds a constant
-    whose size depends on the batch: the gradient still equals autograd (the call is replayed), and the LRP rules name the op."""
+    """The pass leaves a wrapped call whole when its body writes into an activation in place (item assignment,
+    `+=`) or builds a constant whose size depends on the batch: the gradient still equals autograd (the call is replayed), and the LRP rules name the op."""
     targets = {**windows.wrapped_targets(), fn: "a test function"}
     monkeypatch.setattr(windows, "wrapped_targets", lambda: targets)
     torch.manual_seed(0)
