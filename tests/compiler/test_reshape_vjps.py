@@ -322,3 +322,22 @@ def test_getitem_of_operator_form_is_direct() -> None:
     model = OpModel(lambda x: operator.getitem(x, (slice(None), 0)), (3, 2), 0).eval()
     code = assert_direct_equals_generic(model, "gradient", torch.randn(2, 3, 2, dtype=D))
     assert "getitem_vjp" in code
+
+
+# ------------------------------------------------------------------------ stab (the profile's largest item)
+@given(
+    values=st.lists(st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=True), min_size=1, max_size=40),
+    eps=st.sampled_from([0.0, 1e-12, 1e-6, 0.25, 2.0, 3e-38, 1e-300, 1e29]),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
+def test_stab_by_sign_and_clamp_equals_the_comparison_form(values: list[float], eps: float, dtype) -> None:
+    """prims.stab's `z + clamp(sign(z) * 2 eps + eps, -eps, eps)` is bit-identical to `z + ((z >= 0) * 2 eps - eps)`
+    (sign(+-0) = +1, NaN stays NaN), in float32 and float64."""
+    from rulelang.compiler import prims
+
+    z = torch.tensor(values + [0.0, -0.0], dtype=dtype)
+    new = prims.stab(z, eps)
+    old = z + ((z >= 0).to(z.dtype) * (2 * eps) - eps)
+    assert torch.equal(new.isnan(), old.isnan())
+    assert torch.equal(new[~new.isnan()], old[~old.isnan()])
+    assert torch.equal(torch.signbit(new[~new.isnan()]), torch.signbit(old[~old.isnan()]))
