@@ -8,7 +8,8 @@ Models (random weights, seeded): `tv-vit-small` (torchvision VisionTransformer, 
 (the trained built-in, SDPA attention) and `convnext_tiny` (torchvision). Methods: the autograd gradient (the
 baseline, 1.0), rulelang's `gradient`, `attn-lrp`, `cp-lrp`, `lrp-epsilon-plus`, and on the ViT LXT 2.x's AttnLRP and
 CP-LRP (its rule functions applied as in tests/rules/test_transformers.py: one forward + one backward with
-modified gradients). Each time is the median of `--repeats` calls after one warm-up call.
+modified gradients). Each time is the median of `--repeats` calls after one warm-up call, the methods timed
+round-robin; on CPU with one thread the clock is the thread's CPU time (robust to other processes' load).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -64,9 +67,23 @@ def lxt_fn(model: torch.nn.Module, mode: str, x: torch.Tensor, target: torch.Ten
     return run
 
 
-def measure(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
-    C.timed(fn, device)  # warm-up
-    return sorted(C.timed(fn, device)[0] for _ in range(repeats))[repeats // 2]
+def measure_all(fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int, clock: str) -> dict[str, float]:
+    """Median seconds per method, the methods timed round-robin (a change in machine load hits all alike).
+
+    `clock` "cpu": this thread's CPU time (`time.thread_time`, with one torch thread all the work runs on it, so a
+    loaded machine does not inflate it); "wall": `time.perf_counter` (with a device sync)."""
+    now = time.thread_time if clock == "cpu" else time.perf_counter
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()  # warm-up
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            C.sync(device)
+            t0 = now()
+            fn()
+            C.sync(device)
+            times[k].append(now() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def bench(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -76,15 +93,21 @@ def bench(name: str, args: argparse.Namespace) -> dict[str, Any]:
     x = torch.randn(args.batch, 3, side, side, device=device, dtype=dtype)
     with torch.no_grad():
         target = model(x).argmax(1)
-    base = measure(C.gradient_fn(model, x, target), device, args.repeats)
-    out: dict[str, Any] = {"input": list(x.shape), "autograd_gradient_s": base, "ratio": {}}
+    fns: dict[str, Callable[[], Any]] = {"autograd": C.gradient_fn(model, x, target)}
     for rule in RULES:
         explainer = rulelang.compile(model, rule, example_input=x)
-        out["ratio"][rule] = measure(lambda e=explainer: e(x, target), device, args.repeats) / base
+        fns[rule] = lambda e=explainer: e(x, target)
     if name == "tv-vit-small":
         for mode, label in (("attn", "lxt-attnlrp"), ("cp", "lxt-cplrp")):
-            out["ratio"][label] = measure(lxt_fn(model, mode, x, target), device, args.repeats) / base
-    return out
+            fns[label] = lxt_fn(model, mode, x, target)
+    seconds = measure_all(fns, device, args.repeats, args.clock)
+    base = seconds.pop("autograd")
+    return {
+        "input": list(x.shape),
+        "clock": args.clock,
+        "autograd_gradient_s": base,
+        "ratio": {k: round(v / base, 3) for k, v in seconds.items()},
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -96,7 +119,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", type=int, default=64, help="input side of the ImageNet models (ViTs: 32)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--clock",
+        choices=["cpu", "wall"],
+        default=None,
+        help="cpu: this thread's CPU time (the default on CPU with one thread: robust to other load); wall: elapsed",
+    )
     args = p.parse_args(argv)
+    if args.clock is None:
+        args.clock = "cpu" if args.device == "cpu" and args.threads == 1 else "wall"
     torch.set_num_threads(args.threads)
     report = {"config": vars(args), "results": {name: bench(name, args) for name in args.models}}
     print(json.dumps(report, indent=1, default=str))
