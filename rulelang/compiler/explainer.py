@@ -12,6 +12,7 @@ from typing import Any, Literal
 import torch
 import torch.fx as fx
 from torch import nn
+from torch.fx._lazy_graph_module import _LazyGraphModule
 
 from ..errors import CompileError, ExplainError, NonFiniteError, NonFiniteWarning, RulelangError
 from ..graph.ir import OpGraph
@@ -268,7 +269,9 @@ class Explainer(nn.Module):
         return self._finish(key, lw, key.mode)
 
     def _finish(self, key: GraphKey, lw: Lowering, mode: str) -> fx.GraphModule:
-        gm = fx.GraphModule(self, lw.em.graph, class_name=f"Explain_{mode}")
+        # a lazy GraphModule: its code is generated once, below, after dead-code elimination and hoisting (a plain
+        # one generates it on construction and again at each recompile(), three times per graph)
+        gm = _LazyGraphModule(self, lw.em.graph, class_name=f"Explain_{mode}")
         gm.graph.eliminate_dead_code()
         gm.recompile()
         if mode in ("explain", "propagate"):
@@ -277,6 +280,7 @@ class Explainer(nn.Module):
             derive, names, targets = split_static(gm, self)
             if derive is not None:
                 self._caches[key] = ParameterCache(derive, names, targets, self)
+        _LazyGraphModule.force_recompile(gm)
         self._built[key] = gm
         return gm
 
