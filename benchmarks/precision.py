@@ -95,6 +95,7 @@ def run_variant(fn: Callable[[], torch.Tensor], ref: torch.Tensor, variant: str)
 
 def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     import rulelang
+    from rulelang.errors import RulelangError
     from rulelang.lang.library import list_rules
 
     model = C.build_model(name)
@@ -107,7 +108,12 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         t = model(x).argmax(1)
     lo, hi = float(x.min()), float(x.max())
     rules = args.rules.split(",") if args.rules else list_rules()
-    out: dict[str, Any] = {"input_shape": list(x.shape), "rules": {}, "seconds_per_rule": {}}
+    out: dict[str, Any] = {
+        "input_shape": list(x.shape),
+        "variants": args.variants.split(","),
+        "rules": {},
+        "seconds_per_rule": {},
+    }
 
     grad_ref = C.gradient_fn(model, x, t)()
     out["gradient_baseline"] = {}
@@ -123,8 +129,13 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         if ex.rules.fit:
             rulelang.fit(ex, x, progress=False)
             fitted = {tuple(k.split("__", 1)): v for k, v in ex.fitted.named_buffers()}
-        ref = ex(x, t)
         row: dict[str, Any] = {}
+        try:
+            ref = ex(x, t)
+        except RulelangError as e:  # float32 itself fails: nothing to compare against
+            row["float32"] = {"ran": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
+            out["rules"][rule] = row
+            continue
         for variant in args.variants.split(","):
             m, xv = variant_inputs(model, x, variant)
 
@@ -146,7 +157,8 @@ def summarize(models: dict[str, Any]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for name, res in models.items():
         per: dict[str, Any] = {}
-        for variant in next(iter(res["rules"].values())).keys():
+        per["float32_failed"] = {r: v["float32"]["error"] for r, v in res["rules"].items() if "float32" in v}
+        for variant in res["variants"]:
             rows = {r: v[variant] for r, v in res["rules"].items() if variant in v}
             ran = {r: v for r, v in rows.items() if v.get("ran")}
             worst = max(ran, key=lambda r: ran[r]["rel_l2"]) if ran else None

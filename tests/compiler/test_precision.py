@@ -1,14 +1,18 @@
 """bfloat16, float16 and channels_last: the explainer computes in the model's and input's dtype and memory format,
 agrees with float32 as closely as the precision allows, and refuses what it cannot run with a clear error.
 
-Tolerances (measured by ``OMP_NUM_THREADS=1 python benchmarks/precision.py --quick``, digits-cnn, test images):
+Tolerances (measured by ``OMP_NUM_THREADS=1 python benchmarks/precision.py --quick``: digits-cnn, 4 test images,
+every library rule; and float32 against float64 for the rules below):
 - bfloat16/float16: a rule is one forward and one modified backward pass, so its error is measured against the
-  error the same precision gives the plain autograd input gradient on the same batch (computed in the test). Over
-  all library rules on digits-cnn the worst per-sample relative L2 error of a rule was at most 1.6x the
-  gradient's (bfloat16) and 2.5x (float16; the gradient's own float16 error is smaller); the bound is
-  LOW_PRECISION_FACTOR = 3x the gradient's error, one margin above that, not fitted to these rules.
-- channels_last: the same float32 arithmetic in another summation order (convolution kernels for NHWC), i.e.
-  rounding only: measured <= 1e-6 relative L2; the bound 1e-5 is ~100 float32 ulps of accumulated rounding.
+  error the same precision gives the plain autograd input gradient on the same batch (computed in the test:
+  0.14 in bfloat16, 0.06 in float16). Over all library rules the worst per-sample relative L2 error of a rule was
+  2.64x the gradient's in bfloat16 (lrp-alpha2-beta1 / lrp-alpha-beta: z+ - z- cancels) and 2.6x in float16
+  (lrp-alpha5-beta4), the median 0.6x (bfloat16) and 0.8x (float16). The bound LOW_PRECISION_FACTOR = 3x the gradient's error is set from
+  that sweep (the worst rule plus a margin), not from the five rules tested here.
+- channels_last: the same float32 arithmetic in another summation order (NHWC convolution kernels): rounding only.
+  float32's own relative error against float64 reaches 1.1e-5 on these rules (deeplift-rescale) and the sweep
+  measured channels_last vs float32 at <= 1.4e-5 (α-β rules); CHANNELS_LAST_RTOL = 1e-4 is 10x float32's own worst
+  error, while a layout bug (a mis-strided or transposed tensor) gives errors of order 1.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import rulelang
 from rulelang.errors import CompileError, ExplainError, ModelError
 
 LOW_PRECISION_FACTOR = 3.0
-CHANNELS_LAST_RTOL = 1e-5
+CHANNELS_LAST_RTOL = 1e-4
 RULES = ["gradient", "lrp-epsilon", "lrp-zplus", "lrp-epsilon-alpha2-beta1", "deeplift-rescale"]
 
 
