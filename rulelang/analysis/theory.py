@@ -143,7 +143,11 @@ class InterLayer:
     dropout) down to the next measured node that every path to the input passes through, as the paper's Keras
     layers contain their ReLU. `product` is Π σ1/σ2 over the pairs that were computed (`computed` of `pairs`);
     `factor_error` is the relative error of U_1 S_1^{1/2} · Π items · S_L^{1/2} V_Lᵀ against the measured chain at
-    the input (None when not every pair composes or the chain's columns are not unit vectors)."""
+    the input (None when not every pair composes or the chain's columns are not unit vectors).
+
+    Each block is one matrix throughout, its rows in the basis of the boundary below it, so an item also depends on
+    that basis (units vs channel sums, set by `exact_limit`): compare products between runs with the same bases, as
+    the gradient comparison does."""
 
     items: list[InterLayerItem] = field(default_factory=list)
     factor_error: float | None = None
