@@ -37,7 +37,9 @@ _NO = object()
 
 _ATOMS = (type(None), bool, int, float, complex, str, torch.dtype, torch.device, torch.memory_format, torch.layout)
 #: where the callables live whose meta results are cached across checks (pure functions of their arguments)
-_PURE_MODULES = frozenset({"operator", "_operator", "math", "builtins", prims.__name__})
+_PURE_MODULES = frozenset({"operator", "_operator", "math", "builtins"})
+#: rulelang's own leaf functions that explaining graphs call: module-level functions of prims and of the impls
+_OWN_PREFIXES = (prims.__name__, prims.__name__.rsplit(".", 1)[0] + ".impls.")
 
 
 def _arg_key(v: Any, plain: list[bool]) -> Any:
@@ -107,13 +109,17 @@ def _mutates(target: Any, kwargs: dict[str, Any]) -> bool:
 
 
 def _pure(target: Any) -> bool:
-    """Callables whose meta result depends on their arguments only (torch's own functions, operators, prims)."""
+    """Callables whose meta result depends on their arguments only (torch's own functions, operators, rulelang's
+    prims and impls' vjp functions)."""
     if isinstance(target, str):
         return True  # a Tensor method
     if not isinstance(target, (types.FunctionType, types.BuiltinFunctionType, torch._ops.OpOverload)):
         return False
     module = getattr(target, "__module__", None) or ""
-    return module in _PURE_MODULES or module == "torch" or module.startswith(("torch.", "torch._"))
+    if module in _PURE_MODULES or module == "torch" or module.startswith("torch."):
+        return True
+    # module-level only (a closure's result may depend on what it captured)
+    return module.startswith(_OWN_PREFIXES) and getattr(target, "__qualname__", None) == target.__name__
 
 
 class MetaCache:
