@@ -7,8 +7,8 @@ every library rule; and float32 against float64 for the rules below):
   error the same precision gives the plain autograd input gradient on the same batch (computed in the test:
   0.14 in bfloat16, 0.06 in float16). Over all library rules the worst per-sample relative L2 error of a rule was
   2.64x the gradient's in bfloat16 (lrp-alpha2-beta1 / lrp-alpha-beta: z+ - z- cancels) and 2.6x in float16
-  (lrp-alpha5-beta4), the median 0.6x (bfloat16) and 0.8x (float16). The bound LOW_PRECISION_FACTOR = 3x the gradient's error is set from
-  that sweep (the worst rule plus a margin), not from the five rules tested here.
+  (lrp-alpha5-beta4), the median 0.6x (bfloat16) and 0.8x (float16). The bound LOW_PRECISION_FACTOR = 3x the
+  gradient's error is set from that sweep (the worst rule plus a margin), not from the five rules tested here.
 - channels_last: the same float32 arithmetic in another summation order (NHWC convolution kernels): rounding only.
   float32's own relative error against float64 reaches 1.1e-5 on these rules (deeplift-rescale) and the sweep
   measured channels_last vs float32 at <= 1.4e-5 (α-β rules); CHANNELS_LAST_RTOL = 1e-4 is 10x float32's own worst
