@@ -143,7 +143,6 @@ SPECS: dict[Kind, KindSpec] = {
                 F.celu,
             ),
             methods=("sigmoid", "sigmoid_", "tanh", "tanh_"),
-            generic=True,
         ),
         KindSpec(
             Kind.MAXPOOL,

@@ -1,8 +1,10 @@
-"""The direct vjps of routing ops and element-wise products equal the generic torch.func replay bit for bit.
+"""The direct vjps of routing ops, element-wise products and activations equal the generic torch.func replay bit
+for bit.
 
 rulelang/compiler/impls/reshape.py gives view/reshape/flatten/unflatten/squeeze/unsqueeze, permute, transpose,
 movedim, expand, getitem (basic indexing), narrow and chunk/split/unbind direct vjps; products.py gives `mul`
-(two activations, or one and a constant; division by a constant) one. `generic_vjps()` swaps the generic vjp
+(two activations, or one and a constant; division by a constant) one; activation.py GELU, SiLU, sigmoid, tanh,
+hardswish, hardsigmoid and Mish ones. `generic_vjps()` swaps the generic vjp
 back in for both, so each test compares the optimized lowering with the generic one (float64, `torch.equal`):
 - one op at a time (hypothesis over shapes, permutations, dims, index patterns, split sizes), gradient rule;
 - whole models: a small torchvision ViT and the built-in digits-vit, attn-lrp and cp-lrp, every relevance.
@@ -24,7 +26,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import rulelang
-from rulelang.compiler.impls import base, products, reshape
+from rulelang.compiler.impls import activation, base, products, reshape
 from rulelang.testing.models import randomize_
 
 D = torch.float64
@@ -32,11 +34,12 @@ D = torch.float64
 
 @contextlib.contextmanager
 def generic_vjps() -> Iterator[None]:
-    """Routing ops and products lowered with the generic vjp (a torch.func replay), as before the direct vjps."""
+    """Routing ops, products and activations lowered with the generic vjp (a torch.func replay), as before."""
     mp = pytest.MonkeyPatch()
     try:
         mp.setattr(reshape.Reshape, "vjp", base.Generic.vjp)
         mp.setattr(products.Mul, "vjp", base.Generic.vjp)
+        mp.setattr(activation.Activation, "vjp", base.Generic.vjp)
         yield
     finally:
         mp.undo()
@@ -217,8 +220,45 @@ def products_(draw: Any) -> tuple[Callable, tuple[int, ...]]:
     return fn, shape
 
 
+ACTIVATIONS: dict[str, Callable] = {
+    "F.gelu": F.gelu,
+    "gelu-tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "nn.GELU": nn.GELU(),
+    "nn.GELU-tanh": nn.GELU(approximate="tanh"),
+    "F.silu": F.silu,
+    "nn.SiLU": nn.SiLU(),
+    "torch.sigmoid": torch.sigmoid,
+    "x.sigmoid": lambda x: x.sigmoid(),
+    "nn.Sigmoid": nn.Sigmoid(),
+    "torch.tanh": torch.tanh,
+    "x.tanh": lambda x: x.tanh(),
+    "nn.Tanh": nn.Tanh(),
+    "F.hardswish": F.hardswish,
+    "nn.Hardswish": nn.Hardswish(),
+    "F.hardsigmoid": F.hardsigmoid,
+    "nn.Hardsigmoid": nn.Hardsigmoid(),
+    "F.mish": F.mish,
+    "nn.Mish": nn.Mish(),
+}
+
+
+@st.composite
+def activations(draw: Any) -> tuple[Callable, tuple[int, ...]]:
+    return ACTIVATIONS[draw(st.sampled_from(sorted(ACTIVATIONS)))], draw(shapes)
+
+
 #: every call form with a direct vjp (one hypothesis test over all: each example compiles twice)
-CASES = st.one_of(permutes(), transposes(), reshapes(), indexes(), parts(), expands(), products_())
+CASES = st.one_of(permutes(), transposes(), reshapes(), indexes(), parts(), expands(), products_(), activations())
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activation_vjp_equals_generic(name: str) -> None:
+    """Each activation's direct vjp (aten's backward kernels; SiLU and Mish by autograd's differentiable formula)
+    equals the generic replay exactly, on inputs spread over both sides of every kink."""
+    model = OpModel(ACTIVATIONS[name], (3, 5), 0).eval()
+    x = torch.linspace(-4.0, 4.0, 30, dtype=D).reshape(2, 3, 5)
+    code = assert_direct_equals_generic(model, "gradient", x)
+    assert "rulelang_vjp_" not in code
 
 
 @given(case=CASES, seed=st.integers(0, 2**16))

@@ -13,7 +13,19 @@ either a registered class in a new module imported below or ``generic=True`` in 
 
 from __future__ import annotations
 
-from . import add, affine, cat, linear, norm, passthrough, pooling, products, relu, reshape  # noqa: F401  (they register themselves)
+from . import (  # noqa: F401  (they register themselves)
+    activation,
+    add,
+    affine,
+    cat,
+    linear,
+    norm,
+    passthrough,
+    pooling,
+    products,
+    relu,
+    reshape,
+)
 from .base import Generic, Lowerer, Value, inplace_free
 from .linear import ConvDense
 from .registry import GENERIC, REGISTRY, impl_for, register
