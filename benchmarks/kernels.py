@@ -3,7 +3,7 @@
 - element-wise: the ReLU vjp, `stab` and DeepLIFT's rescale multiplier (why the lowering avoids `torch.where`);
 - convolutions: α-β's two forward convolutions (w⁺, w⁻) against one over `cat([w⁺, w⁻])` and against one plus
   `z - zp`; its two transposed convolutions against one over concatenated channels (timed interleaved, round
-  robin, so load from other processes hits each variant alike).
+  robin, on this thread's CPU clock, so load from other processes hits each variant alike).
 
     OMP_NUM_THREADS=1 python benchmarks/kernels.py            # both parts
     OMP_NUM_THREADS=1 python benchmarks/kernels.py --conv     # the convolution part only
@@ -148,7 +148,8 @@ def _conv_row(shape: tuple[int, int, int, int, int], g: torch.Generator) -> dict
             "one vjp": lambda: vjp(sp, wp),
             "two vjps": lambda: (vjp(sp, wp), vjp(sn, wn)),
             "one vjp over cat": lambda: vjp(torch.cat([sp, sn], 1), wc),
-        }
+        },
+        clock="cpu",
     )
     return {"shape (N, C, H, O, k)": list(shape), **times}
 
