@@ -140,6 +140,19 @@ def test_conclusion_words():
     assert RuleReport("f", static={"verdict": "mixed"}).conclusion() == "unknown"
     row = RuleReport("g", csc=csc(1 - 4e-5, 0.5), errors={"sanity": "x"}).row()
     assert row["csc_layer"] == "1-4e-05 (conv1)" and row["random_logit"] == "error" and row["theory_csc"] == "–"
+    assert row["chain_ratio"] == "–" and row["interlayer"] == "–"
+    theory = {
+        "chain": [{"node": "fc", "sigma_ratio": 1.0}, {"node": "input", "sigma_ratio": 4.5e-6}],
+        "interlayer": {"product": 808.3, "computed": 5, "pairs": 15},
+    }
+    row = RuleReport("h", theory=theory).row()
+    assert row["chain_ratio"] == "4.5e-06" and row["interlayer"] == "808 (5/15)"
+    assert (
+        RuleReport("i", theory={**theory, "interlayer": {"product": 2.0, "computed": 0, "pairs": 7}}).row()[
+            "interlayer"
+        ]
+        == "–"
+    )
 
 
 def test_select_images_is_seeded_and_keeps_the_first():

@@ -17,6 +17,15 @@ from .analyze import analyze
 from .csc import csc
 from .sanity import random_logit, randomization
 from .static import static
-from .theory import simulate_chain, theory
+from .theory import interlayer_factors, simulate_chain, theory
 
-__all__ = ["analyze", "csc", "random_logit", "randomization", "simulate_chain", "static", "theory"]
+__all__ = [
+    "analyze",
+    "csc",
+    "interlayer_factors",
+    "random_logit",
+    "randomization",
+    "simulate_chain",
+    "static",
+    "theory",
+]

@@ -35,6 +35,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("rule", "rule"),
     ("static", "static verdict"),
     ("theory_csc", "theory CSC"),
+    ("chain_ratio", "chain σ2/σ1"),
+    ("interlayer", "inter-layer Π σ1/σ2"),
     ("csc_layer", "CSC lowest layer"),
     ("csc_input", "CSC input"),
     ("random_logit", "random-logit SSIM"),
@@ -135,6 +137,20 @@ class RuleReport:
                         return _finite(p.get(key))
         return None
 
+    def chain_ratio(self) -> float | None:
+        """σ2/σ1 of the accumulated relevance map from the logits to the input (theory's chain at "input")."""
+        chain = (self.theory or {}).get("chain") or []
+        at_input = [p for p in chain if isinstance(p, dict) and p.get("node") == "input"]
+        return _finite(at_input[0].get("sigma_ratio")) if at_input else None
+
+    def interlayer(self) -> str | None:
+        """Π σ1/σ2 of the paper's inter-layer items over the pairs that compose, with "(computed/pairs)"."""
+        il = (self.theory or {}).get("interlayer") or {}
+        product, computed = _finite(il.get("product")), il.get("computed")
+        if product is None or not computed:
+            return None
+        return f"{product:.3g} ({computed}/{il.get('pairs')})"
+
     def random_logit_ssim(self) -> float | None:
         return _finite(((self.sanity or {}).get("random_logit") or {}).get("ssim_median"))
 
@@ -188,6 +204,8 @@ class RuleReport:
             "rule": self.rule,
             "static": static,
             "theory_csc": num(self.theory_csc(), "theory", log=True),
+            "chain_ratio": f"{ratio:.2g}" if (ratio := self.chain_ratio()) is not None else num(None, "theory"),
+            "interlayer": self.interlayer() or num(None, "theory"),
             "csc_layer": layer_txt,
             "csc_input": num(_finite(inp.get("whole_map")) if inp else None, "csc", log=True),
             "random_logit": num(self.random_logit_ssim(), "sanity"),
@@ -279,7 +297,10 @@ class Report:
             "",
             "**How to read it.** *static verdict*: the sign analysis of each rule's backward maps "
             "(`nonnegative-chain`: Theorem 1 of Sixt et al. 2020 applies, the explanation must converge to rank 1). "
-            "*theory CSC*: median |cos| between the columns of the accumulated relevance map, measured on real inputs. "
+            "*theory CSC*: median |cos| between the columns of the accumulated relevance map, measured on real inputs; "
+            "*chain σ2/σ1*: of that map (near 0 = rank 1); *inter-layer Π σ1/σ2*: the product of the paper's "
+            "inter-layer items S_l^½ V_lᵀ U_l+1 S_l+1^½ over the block pairs that compose (computed/pairs): orders of "
+            "magnitude above the gradient's row predicts collapse. "
             "*CSC lowest layer* / *CSC input*: median |cos| between random relevance vectors injected at the "
             f"{_injection_label(m.get('at'))} after propagating down to "
             "the lowest multi-channel layer / to the input (whole-map); near 1 = the rule forgets what was "
