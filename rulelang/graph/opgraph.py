@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.fx.passes.shape_prop import TensorMetadata
 
 from ..errors import CompileError
 from ..lang.kinds import Kind
@@ -92,7 +93,8 @@ def _act_inputs(n: fx.Node, live: set[fx.Node]) -> list[fx.Node]:
 
 def _is_tuple_of_tensors(n: fx.Node) -> bool:
     meta = n.meta.get("tensor_meta")
-    return isinstance(meta, (tuple, list)) and len(meta) > 0
+    # TensorMetadata is itself a NamedTuple: a tensor's metadata must not read as a tuple of tensors
+    return isinstance(meta, (tuple, list)) and not isinstance(meta, TensorMetadata) and len(meta) > 0
 
 
 def _check_tuple_users(n: fx.Node) -> None:
