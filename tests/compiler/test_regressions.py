@@ -44,3 +44,30 @@ def test_reveal_cancel_after_pooling_and_routing_ops():
     ex = rulelang.compile(model, "deeplift-reveal-cancel", example_input=x)
     a = ex(x, target=1)
     assert a.shape == x.shape and torch.isfinite(a).all()
+
+
+class _IndexAfterPermute(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(4, 12)
+        self.out = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.qkv(x).unflatten(-1, (3, 4)).permute(2, 0, 1, 3)
+        q, k, v = t[0], t[1], t[2]
+        return self.out(q * 0.5 + k + v).mean(1)
+
+
+def test_indexing_a_tensor_is_not_a_tuple_pick():
+    """`t[0]` on a tensor is an indexing op of its own: the permute before it runs once, not once per index (a
+    tensor's TensorMetadata is a NamedTuple and once read as a tuple of tensors)."""
+    torch.manual_seed(0)
+    model, x = _IndexAfterPermute().double(), torch.randn(2, 5, 4, dtype=torch.float64)
+    ex = rulelang.compile(model, "gradient", example_input=x)
+    permutes = [op for op in ex.graph.ops if "permute" in str(op.target)]
+    indexes = [op for op in ex.graph.ops if "getitem" in str(op.target)]
+    assert len(permutes) == 1 and len(indexes) == 3, [(op.name, op.target) for op in ex.graph.ops]
+    xg = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(model(xg)[:, 1].sum(), xg)
+    torch.testing.assert_close(ex(x, target=1), g)
+    assert torch.isfinite(rulelang.compile(model, "attn-lrp", example_input=x)(x, target=1)).all()
