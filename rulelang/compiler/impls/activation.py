@@ -98,11 +98,12 @@ class Activation(Generic):
         if not node.args or node.args[0] is not op.inputs[0]:
             return None
         if node.op == "call_method":
-            name = _METHODS.get(str(node.target))
-            return (name, "none") if name is not None and len(node.args) == 1 and not node.kwargs else None
-        name = _FUNCTIONS.get(node.target) if node.op == "call_function" else None
-        if name is None:
+            method = _METHODS.get(str(node.target))
+            return (method, "none") if method is not None and len(node.args) == 1 and not node.kwargs else None
+        found = _FUNCTIONS.get(node.target) if node.op == "call_function" else None
+        if found is None:
             return None
+        name = found
         extra = dict(node.kwargs)
         if name == "gelu":
             approximate = extra.pop("approximate", node.args[1] if len(node.args) > 1 else "none")

@@ -13,6 +13,7 @@ advanced indexing and any other call form use the generic vjp.
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -34,8 +35,13 @@ _LIKE_METHODS = {"view_as", "reshape_as", "expand_as"}
 
 #: call forms returning views of one part of the input (the vjp fills that part of a zero tensor)
 _PART_METHODS = {"narrow", "chunk", "split", "unbind"}
-_PART_FUNCTIONS = {torch.narrow: "narrow", torch.chunk: "chunk", torch.split: "split", torch.unbind: "unbind"}
-_PART_FUNCTION_BY_NAME = {name: fn for fn, name in _PART_FUNCTIONS.items()}
+_PART_FUNCTIONS: dict[Any, str] = {
+    torch.narrow: "narrow",
+    torch.chunk: "chunk",
+    torch.split: "split",
+    torch.unbind: "unbind",
+}
+_PART_FUNCTION_BY_NAME: dict[str, Callable[..., Any]] = {name: fn for fn, name in _PART_FUNCTIONS.items()}
 
 
 def reshape_vjp(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
