@@ -48,6 +48,7 @@ class Emitter:
         self.pos: Pos | None = None  # position of the rule-file expression being lowered
         self.op_name: str | None = None  # model op being lowered
         self.nonneg: set[fx.Node] = set()  # sign facts: values known to be >= 0 (ReLU outputs, x.pos, ...)
+        self.backward_after: fx.Node | None = None  # the last node before the relevance pass (`mark_backward`)
 
     def placeholder(self, name: str, default: Any = _NO) -> fx.Node:
         if default is _NO:
@@ -104,8 +105,50 @@ class Emitter:
         new.meta.setdefault("source_node", node.name)
         return new
 
+    def mark_backward(self) -> None:
+        """Nodes emitted from now on belong to the relevance (backward) pass."""
+        self.backward_after = next(iter(reversed(self.graph.nodes)), None)
+
     def output(self, value: Any) -> None:
+        if REMATERIALIZE and self.backward_after is not None:
+            rematerialize_relus(self.graph, self.backward_after)
         self.graph.output(value)
+
+
+#: recompute `relu(a)` in the relevance pass where `a` is kept for it anyway (tests switch it off)
+REMATERIALIZE = True
+
+
+def rematerialize_relus(graph: fx.Graph, backward_after: fx.Node) -> int:
+    """Recomputes ReLU outputs in the relevance pass from their inputs where those are kept for it anyway.
+
+    A forward `n = relu(a)` whose value the relevance pass reads, while it also reads `a` at or after that point
+    (α-β's derived `zn = z - zp`, ε's `stab(z)`, DeepLIFT's `x - x0` all keep the pre-activation), gets a copy
+    `relu(a)` placed before its first relevance-pass use, which then reads the copy: the forward's ReLU output is
+    freed after its last forward use, so one tensor per layer stays alive for the backward pass instead of two.
+    Bit-identical (the same op on the same tensor); one cheap element-wise kernel per layer. Returns the count.
+    """
+    order = {n: k for k, n in enumerate(graph.nodes)}
+    start = order[backward_after]
+    count = 0
+    for n in list(graph.nodes):
+        if order[n] > start:
+            break
+        if n.op != "call_function" or n.target is not torch.relu or n.kwargs or len(n.args) != 1:
+            continue
+        a = n.args[0]
+        if not isinstance(a, fx.Node):
+            continue
+        late = sorted((u for u in n.users if order[u] > start), key=order.__getitem__)
+        if not late or not any(order[u] >= order[late[0]] for u in a.users):
+            continue  # not read in the backward pass, or `a` is not alive there anyway
+        with graph.inserting_before(late[0]):
+            copy = graph.call_function(torch.relu, (a,))
+        copy.meta.update({k: v for k, v in n.meta.items() if k in ("rule_pos", "rule_op", "source_node")})
+        for u in late:
+            u.replace_input_with(n, copy)
+        count += 1
+    return count
 
 
 def _is_const(v: Any, c: float) -> bool:

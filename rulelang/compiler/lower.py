@@ -139,6 +139,7 @@ class Lowering:
         self, seeds: dict[tuple[str, fx.Node], Value], keep: bool, stop_below: set[fx.Node] | None = None
     ) -> tuple[dict[str, Value], dict[str, dict[str, Value]]]:
         """Propagates stream relevances from `seeds` down to the input; returns it and the kept relevances."""
+        self.em.mark_backward()
         contrib: dict[tuple[str, fx.Node], list[Value]] = {k: [v] for k, v in seeds.items()}
         kept: dict[str, dict[str, Value]] = {}
         streams = self.rf.streams

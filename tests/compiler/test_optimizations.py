@@ -11,7 +11,8 @@ The previous lowering is rebuilt here, in the test, and swapped in for the optim
 - residual adds `x[i] * (R / stab(y, eps))` (one shared division) vs `x[i] / stab(y, eps) * R` (rule files);
 - α-β's `zn = layer(x, w=w.neg, b=b.neg)` on a non-negative `x` derived as `z - zp` vs its own convolution;
 - `where(c, a, ... where(c, p, q) ...)` resolved to `q` inside the branch (element-wise paths), and
-  `where(abs(d) < k, a, b)` by `prims.select_below` (no `torch.where`) vs plain `torch.where`s (DeepLIFT).
+  `where(abs(d) < k, a, b)` by `prims.select_below` (no `torch.where`) vs plain `torch.where`s (DeepLIFT);
+- ReLU outputs recomputed in the relevance pass from their kept inputs vs kept from the forward pass.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import rulelang
-from rulelang.compiler import evaluate, lower, prims
+from rulelang.compiler import emitter, evaluate, lower, prims
 from rulelang.compiler.impls import base, cat, relu
 from rulelang.compiler.lower import Lowering
 from rulelang.errors import RulelangError
@@ -86,6 +87,7 @@ def previous_lowering() -> Iterator[None]:
         mp.setattr(prims, "reference_input", _old_reference_input)
         mp.setattr(lower, "DERIVE_COMPLEMENT", False)
         mp.setattr(evaluate, "FAST_WHERE", False)
+        mp.setattr(emitter, "REMATERIALIZE", False)
         yield
     finally:
         mp.undo()
@@ -320,3 +322,40 @@ def test_derived_zn_keeps_float32_accuracy_on_a_trained_model() -> None:
     err_new, err_old = float((new - ref).norm() / ref.norm()), float((old - ref).norm() / ref.norm())
     assert not torch.equal(new, old)  # the derived form ran
     assert err_new <= 2 * err_old, (err_new, err_old)
+
+
+@pytest.mark.parametrize("rule", ["lrp-epsilon", "lrp-epsilon-alpha2-beta1", "deeplift-rescale"])
+def test_relu_outputs_recomputed_in_the_relevance_pass(rule: str) -> None:
+    """The relevance pass reads a copy `relu(z)` where it keeps `z` anyway; the gradient rule (which reads only
+    the ReLU output) keeps the forward's."""
+    torch.manual_seed(0)
+    c = torch.nn.Conv2d
+    model = torch.nn.Sequential(c(3, 4, 3, padding=1), torch.nn.ReLU(), c(4, 4, 3, padding=1), torch.nn.ReLU())
+    model = torch.nn.Sequential(*model, torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3)).double().eval()
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    new = rulelang.compile(model, rule, example_input=x).code
+    grad = rulelang.compile(model, "gradient", example_input=x).code
+    with previous_lowering():
+        old = rulelang.compile(model, rule, example_input=x).code
+    assert new.count("torch.relu(") > old.count("torch.relu(")
+    assert grad.count("torch.relu(") == old.count("torch.relu(") - (2 if rule.startswith("deeplift") else 0)
+
+
+def test_rematerialize_moves_backward_uses_to_a_copy() -> None:
+    g = fx_graph = torch.fx.Graph()
+    a = g.placeholder("a")
+    r = g.call_function(torch.relu, (a,))
+    fwd = g.call_function(torch.mul, (r, 2.0))
+    marker = fwd
+    back1 = g.call_function(torch.add, (r, a))  # reads relu(a) and a: recomputed
+    g.output((fwd, back1))
+    assert emitter.rematerialize_relus(fx_graph, marker) == 1
+    copy = back1.args[0]
+    assert copy is not r and copy.target is torch.relu and copy.args == (a,)
+    assert fwd.args[0] is r
+    h = torch.fx.Graph()
+    a = h.placeholder("a")
+    r = h.call_function(torch.relu, (a,))
+    late = h.call_function(torch.mul, (r, 3.0))  # `a` is not read in the backward pass: nothing to gain
+    h.output(late)
+    assert emitter.rematerialize_relus(h, r) == 0
