@@ -10,7 +10,8 @@
     OMP_NUM_THREADS=1 python benchmarks/kernels.py --lowering resnet50:8:lrp-epsilon-alpha2-beta1,deeplift-rescale
 
 `--lowering MODEL:BATCH:RULES` times, in one process and interleaved, the explainers compiled with this lowering's
-rewrites (zn derived from z, nested `where`s resolved, `select_below`) and without them (the previous lowering),
+rewrites (zn derived from z, nested `where`s resolved, `select_below`, ReLU outputs recomputed in the relevance
+pass) and without them (the previous lowering),
 against the plain input gradient (64x64 inputs, seeded random weights, default settings otherwise).
 """
 
@@ -163,7 +164,7 @@ def lowering_report(spec: str, rounds: int = 7) -> dict[str, object]:
     import _common as C
 
     import rulelang
-    from rulelang.compiler import evaluate, lower
+    from rulelang.compiler import emitter, evaluate, lower
 
     name, batch, rules = spec.split(":")
     model = C.build_model(name, seed=0).eval()
@@ -174,11 +175,11 @@ def lowering_report(spec: str, rounds: int = 7) -> dict[str, object]:
 
     @contextlib.contextmanager
     def previous() -> Iterator[None]:
-        lower.DERIVE_COMPLEMENT, evaluate.FAST_WHERE = False, False
+        lower.DERIVE_COMPLEMENT, evaluate.FAST_WHERE, emitter.REMATERIALIZE = False, False, False
         try:
             yield
         finally:
-            lower.DERIVE_COMPLEMENT, evaluate.FAST_WHERE = True, True
+            lower.DERIVE_COMPLEMENT, evaluate.FAST_WHERE, emitter.REMATERIALIZE = True, True, True
 
     fs: dict[str, Callable[[], object]] = {"gradient": C.gradient_fn(model, x, t)}
     for rule in rules.split(","):
