@@ -108,9 +108,12 @@ class Explainer(nn.Module):
         self._source = source
         self._built: dict[GraphKey, fx.GraphModule] = {}
         self._caches: dict[GraphKey, ParameterCache] = {}
+        # `reference: zeros` called without a reference: graphs whose reference pass is hoisted into the cache
+        self._built_ref: dict[GraphKey, fx.GraphModule] = {}
+        self._ref_caches: dict[GraphKey, ParameterCache] = {}
         #: torch.compile's options when `compile()` was called (None: the graphs run eagerly)
         self._compile_options: dict[str, Any] | None = None
-        self._compiled: dict[GraphKey, Callable[..., Any]] = {}
+        self._compiled: dict[tuple[GraphKey, bool], Callable[..., Any]] = {}
         self._setup(graph, plan)
 
     def _setup(self, graph: OpGraph, plan: Plan) -> None:
@@ -140,6 +143,8 @@ class Explainer(nn.Module):
     def _forget(self) -> None:
         self._built.clear()
         self._caches.clear()
+        self._built_ref.clear()
+        self._ref_caches.clear()
         self._compiled.clear()
 
     def compile(self, enable: bool = True, **options: Any) -> Explainer:  # type: ignore[override]
@@ -205,8 +210,14 @@ class Explainer(nn.Module):
         propagate `{"output", "attribution", "relevances"}`, activations `{node: (input, output)}`, params
         `{node: {"w", "b"}}`; layer returns the tensor.
         """
-        if key in self._built:
-            return self._built[key]
+        return self._build(key)
+
+    def _build(self, key: GraphKey, cached_reference: bool = False) -> fx.GraphModule:
+        """`build(key)`; `cached_reference`: the variant for `reference: zeros` calls without a reference, whose
+        reference forward pass (every x0/y0 the rule reads) moves into the parameter cache (see `_uses_cached_reference`)."""
+        built = self._built_ref if cached_reference else self._built
+        if key in built:
+            return built[key]
         rf, og = self.rules, self._graph
         if key.mode in ("explain", "propagate"):
             self._require_fitted()
@@ -219,8 +230,12 @@ class Explainer(nn.Module):
         injected = em.placeholder("relevance") if key.mode == "propagate" else None
         reference = em.placeholder("reference", None) if rf.reference else None
         lw.forward("main", x)
+        sample = None
         if rf.reference:
-            lw.forward("ref", em.call(prims.reference_input, x, reference, rf.reference))
+            # the cached variant reads no caller reference: x0 is then zeros shaped like one sample of x
+            x0 = em.call(prims.reference_input, x, None if cached_reference else reference, rf.reference)
+            sample = x0 if cached_reference else None
+            lw.forward("ref", x0)
         lw.forward_quantities()
         y = lw.value(og.output)
         if key.mode == "explain":
@@ -266,9 +281,9 @@ class Explainer(nn.Module):
             if wanted is True or (isinstance(wanted, frozenset) and name in wanted)
         }
         em.output({"output": y, "attribution": attribution, "relevances": rel_out})
-        return self._finish(key, lw, key.mode)
+        return self._finish(key, lw, key.mode, sample)
 
-    def _finish(self, key: GraphKey, lw: Lowering, mode: str) -> fx.GraphModule:
+    def _finish(self, key: GraphKey, lw: Lowering, mode: str, sample: fx.Node | None = None) -> fx.GraphModule:
         # a lazy GraphModule: its code is generated once, below, after dead-code elimination and hoisting (a plain
         # one generates it on construction and again at each recompile(), three times per graph)
         gm = _LazyGraphModule(self, lw.em.graph, class_name=f"Explain_{mode}")
@@ -277,11 +292,12 @@ class Explainer(nn.Module):
         if mode in ("explain", "propagate"):
             self._check_precision(gm)
         if self.cache_parameters and mode in ("explain", "propagate"):
-            derive, names, targets = split_static(gm, self)
+            derive, names, targets = split_static(gm, self, sample)
             if derive is not None:
-                self._caches[key] = ParameterCache(derive, names, targets, self)
+                caches = self._caches if sample is None else self._ref_caches
+                caches[key] = ParameterCache(derive, names, targets, self, sample=sample is not None)
         _LazyGraphModule.force_recompile(gm)
-        self._built[key] = gm
+        (self._built if sample is None else self._built_ref)[key] = gm
         return gm
 
     def _check_precision(self, gm: fx.GraphModule) -> None:
@@ -303,10 +319,12 @@ class Explainer(nn.Module):
 
     @property
     def cache_bytes(self) -> int:
-        """Bytes held by the parameter cache now: derived weights (w.pos, folded BatchNorm, ...) kept between
-        calls, counted once per storage (0 with `cache_parameters=False` or before the first call)."""
+        """Bytes held by the parameter cache now: derived weights (w.pos, folded BatchNorm, ...) and, for
+        `reference: zeros` rules called without a reference, the reference pass's activations (x0, y0 at batch
+        1, for the last input shape), kept between calls, counted once per storage (0 with
+        `cache_parameters=False` or before the first call)."""
         seen: dict[tuple[Any, int], int] = {}
-        for cache in self._caches.values():
+        for cache in list(self._caches.values()) + list(self._ref_caches.values()):
             for t in cache.tensors():
                 st = t.untyped_storage()
                 seen[(t.device, st.data_ptr())] = st.nbytes()
@@ -318,9 +336,22 @@ class Explainer(nn.Module):
         cache = self._caches.get(key)
         return [cache.fetch(t) for t in cache.targets] if cache is not None else []
 
-    def _hoisted(self, key: GraphKey) -> dict[str, Any]:
-        cache = self._caches.get(key)
-        return cache.values() if cache is not None else {}
+    def _hoisted(self, key: GraphKey, x: Any = None, cached_reference: bool = False) -> dict[str, Any]:
+        cache = (self._ref_caches if cached_reference else self._caches).get(key)
+        if cache is None:
+            return {}
+        return cache.values(x) if cache.sample else cache.values()
+
+    def _uses_cached_reference(self, key: GraphKey, args: tuple) -> bool:
+        """Whether a call runs the variant with the zeros reference pass cached: `reference: zeros`, no caller
+        reference (args `(x, target|relevance, reference)`), the parameter cache on, an explain/propagate graph."""
+        return (
+            self.cache_parameters
+            and self.rules.reference == "zeros"
+            and key.mode in _COMPILABLE
+            and len(args) == 3
+            and args[2] is None
+        )
 
     def _build_inspection(self, key: GraphKey, lw: Lowering) -> str:
         """Graphs for fitting and analysis: (folded) parameters, activations, or one node's `layer`."""
@@ -457,18 +488,33 @@ class Explainer(nn.Module):
                 raise ExplainError(f"rule file {self.rules.name!r} takes no reference input (no `reference:`)")
             check_reference(reference, x)
 
-    def _execute(self, gm: fx.GraphModule, *args: Any, key: GraphKey | None = None, eager: bool = False) -> Any:
+    def _execute(
+        self,
+        gm: fx.GraphModule,
+        *args: Any,
+        key: GraphKey | None = None,
+        eager: bool = False,
+        cached_reference: bool = False,
+    ) -> Any:
         """Runs a built graph (through torch.compile after `compile()`, for explain/propagate graphs unless
         `eager`); errors other than rulelang's become one ExplainError line (calling `forward` directly also keeps
         fx from printing its own traceback to stderr)."""
-        kwargs = self._hoisted(key) if key is not None else {}
+        try:
+            kwargs = self._hoisted(key, args[0] if args else None, cached_reference) if key is not None else {}
+        except RulelangError:
+            raise
+        except Exception as e:
+            shape = f" of shape {tuple(args[0].shape)}" if args and isinstance(args[0], torch.Tensor) else ""
+            compiled = f" (compiled for {self._example_shape})" if self._example_shape else ""
+            raise ExplainError(f"cannot explain this input{shape}{compiled}: {_first_line(e)}") from None
         if key is not None and not eager and self._compile_options is not None and key.mode in _COMPILABLE:
             try:
-                return self._compiled_graph(key, gm)(*args, **kwargs)
+                return self._compiled_graph(key, gm, cached_reference)(*args, **kwargs)
             except RulelangError:
                 raise
             except Exception as e:
-                self._execute(gm, *args, key=key, eager=True)  # an error of the input itself is reported as such
+                # an error of the input itself is reported as such
+                self._execute(gm, *args, key=key, eager=True, cached_reference=cached_reference)
                 raise ExplainError(
                     f"torch.compile failed on this explainer's graph ({_first_line(e)}); the same call runs "
                     "without it: call explainer.compile(False), or pass other torch.compile options"
@@ -482,19 +528,20 @@ class Explainer(nn.Module):
             compiled = f" (compiled for {self._example_shape})" if self._example_shape else ""
             raise ExplainError(f"cannot explain this input{shape}{compiled}: {_first_line(e)}") from None
 
-    def _compiled_graph(self, key: GraphKey, gm: fx.GraphModule) -> Callable[..., Any]:
-        fn = self._compiled.get(key)
+    def _compiled_graph(self, key: GraphKey, gm: fx.GraphModule, cached_reference: bool = False) -> Callable[..., Any]:
+        fn = self._compiled.get((key, cached_reference))
         if fn is None:
             fn = torch.compile(dynamo_friendly(gm).forward, **(self._compile_options or {}))
-            self._compiled[key] = fn
+            self._compiled[(key, cached_reference)] = fn
         return fn
 
     def _run(self, key: GraphKey, *args: Any, eager: bool = False) -> Explanation:
-        gm = self.build(key)
+        cached_reference = self._uses_cached_reference(key, args)
+        gm = self._build(key, cached_reference)
         if self._compile_options is not None and not eager and key.mode in _COMPILABLE:
             args = (args[0], target_tensor(args[1], args[0])) + args[2:] if key.mode == "explain" else args
         with torch.no_grad(), eval_mode(self.model):
-            out = self._execute(gm, *args, key=key, eager=eager)
+            out = self._execute(gm, *args, key=key, eager=eager, cached_reference=cached_reference)
         return Explanation(out["output"], out["attribution"], out["relevances"])
 
     def forward(self, x: torch.Tensor, target: Target = None, reference: torch.Tensor | None = None) -> torch.Tensor:
