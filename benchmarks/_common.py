@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import json
 import os
 import platform
 import statistics
@@ -324,3 +325,13 @@ class Method:
     first_call_seconds: float | None = None
     close: Callable[[], None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def emit(result: dict[str, Any], out: str | None) -> dict[str, Any]:
+    """Prints the result as indented JSON on stdout and, with `out`, writes the same text to that file."""
+    text = json.dumps(result, indent=1)
+    if out:
+        with open(out, "w") as f:
+            f.write(text + "\n")
+    print(text)
+    return result

@@ -124,12 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
         m: {r: row["speedup"] for r, row in v["rules"].items()} for m, v in result["models"].items()
     }
     result["wall_seconds"] = round(time.perf_counter() - t_all, 1)
-    text = json.dumps(result, indent=1)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    print(text)
-    return result
+    return C.emit(result, args.out)
 
 
 if __name__ == "__main__":

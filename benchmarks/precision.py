@@ -199,12 +199,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "models": models,
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
-    text = json.dumps(result, indent=1)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    print(text)
-    return result
+    return C.emit(result, args.out)
 
 
 if __name__ == "__main__":
