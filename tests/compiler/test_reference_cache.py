@@ -196,3 +196,14 @@ def test_module_calls_in_the_reference_pass_are_keyed_by_their_parameters():
     assert cache.values(inp)[names[0]].shape == (1, 4)
     with pytest.raises(RuntimeError):  # another per-sample shape reruns the pass (and here fails in the module)
         cache.values(torch.randn(2, 5, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("rule", DEEPLIFT)
+def test_propagate_uses_the_cached_reference_too(rule):
+    model, x, _ = _digits("digits-resnet", torch.float64)
+    ex = rulelang.compile(model, rule, example_input=x)
+    off = rulelang.compile(model, rule, example_input=x, cache_parameters=False)
+    at = ex.nodes[-4]
+    r = torch.randn(x.shape[0], *ex.shapes[at][1:], dtype=x.dtype, generator=torch.Generator().manual_seed(4))
+    _same(ex.propagate(x, at=at, relevance=r, keep="all"), off.propagate(x, at=at, relevance=r, keep="all"))
+    assert any(k.mode == "propagate" for k in ex._ref_caches)
