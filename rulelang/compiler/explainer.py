@@ -504,9 +504,7 @@ class Explainer(nn.Module):
         except RulelangError:
             raise
         except Exception as e:
-            shape = f" of shape {tuple(args[0].shape)}" if args and isinstance(args[0], torch.Tensor) else ""
-            compiled = f" (compiled for {self._example_shape})" if self._example_shape else ""
-            raise ExplainError(f"cannot explain this input{shape}{compiled}: {_first_line(e)}") from None
+            raise self._input_error(args, e) from None
         if key is not None and not eager and self._compile_options is not None and key.mode in _COMPILABLE:
             try:
                 return self._compiled_graph(key, gm, cached_reference)(*args, **kwargs)
@@ -524,9 +522,13 @@ class Explainer(nn.Module):
         except RulelangError:
             raise
         except Exception as e:
-            shape = f" of shape {tuple(args[0].shape)}" if args and isinstance(args[0], torch.Tensor) else ""
-            compiled = f" (compiled for {self._example_shape})" if self._example_shape else ""
-            raise ExplainError(f"cannot explain this input{shape}{compiled}: {_first_line(e)}") from None
+            raise self._input_error(args, e) from None
+
+    def _input_error(self, args: tuple[Any, ...], e: Exception) -> ExplainError:
+        """One line for an error a graph raised on this input: its shape, the example's, torch's first line."""
+        shape = f" of shape {tuple(args[0].shape)}" if args and isinstance(args[0], torch.Tensor) else ""
+        compiled = f" (compiled for {self._example_shape})" if self._example_shape else ""
+        return ExplainError(f"cannot explain this input{shape}{compiled}: {_first_line(e)}")
 
     def _compiled_graph(self, key: GraphKey, gm: fx.GraphModule, cached_reference: bool = False) -> Callable[..., Any]:
         fn = self._compiled.get((key, cached_reference))
