@@ -25,6 +25,7 @@ from . import prims
 from .emitter import Emitter
 from .evaluate import Scope, error_at
 from .impls import impl_for, inplace_free
+from .impls.reshape import join_part_vjps, joinable_parts
 from .match import Plan
 
 Value = Any
@@ -33,6 +34,10 @@ Value = Any
 #: convolution less per layer);
 #: tests switch it off to compare with the previous lowering
 DERIVE_COMPLEMENT = True
+
+#: sum the relevances of all parts of one split (`unbind`, `chunk`, `split`, or `getitem`s of each position of a
+#: dim) as one stack/cat (`reshape.join_part_vjps`); tests switch it off to compare with the previous lowering
+JOIN_PARTS = True
 
 #: "dense, conv, affine" (error messages)
 _PARAMETRIC = ", ".join(k for k in Kind if k.parametric)
@@ -171,6 +176,13 @@ class Lowering:
             return self.em.call(torch.zeros_like, self.value(like))
         if len(values) == 1:
             return values[0]
+        joined = joinable_parts(values, _shape(like)) if JOIN_PARTS else None
+        if joined is not None:
+            # every part of one split (ViT's q, k, v): one stack/cat, not a zero-filled tensor per part, added up
+            node = self.em.call(join_part_vjps, *joined)
+            for v in values:
+                node.meta.setdefault("rule_results", []).extend(v.meta.get("rule_results", ()))
+            return node
         if len(values) == 2 or any(not isinstance(v, fx.Node) for v in values):
             total = values[0]
             for v in values[1:]:
@@ -417,6 +429,13 @@ def _plain_padding(lw: Lowering, op: Op) -> bool:
     if node.op != "call_module":
         return True
     return getattr(lw.gm.get_submodule(str(node.target)), "padding_mode", "zeros") == "zeros"
+
+
+def _shape(n: fx.Node) -> tuple[int, ...] | None:
+    """The traced shape of `n`'s tensor, if recorded."""
+    meta = n.meta.get("tensor_meta")
+    shape = getattr(meta, "shape", None)
+    return tuple(shape) if shape is not None else None
 
 
 def _constant(v: Value) -> Callable[[], Value]:

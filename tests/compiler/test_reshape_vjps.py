@@ -8,6 +8,8 @@ hardswish, hardsigmoid and Mish ones. `generic_vjps()` swaps the generic vjp
 back in for both, so each test compares the optimized lowering with the generic one (float64, `torch.equal`):
 - one op at a time (hypothesis over shapes, permutations, dims, index patterns, split sizes), gradient rule;
 - whole models: a small torchvision ViT and the built-in digits-vit, attn-lrp and cp-lrp, every relevance.
+`separate_parts()` switches off `lower.JOIN_PARTS` (all parts of one split summed as one stack/cat), compared bit for
+bit (float64 and float32) on single splits (hypothesis: joined forms and the ones left alone) and the same models.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import rulelang
+from rulelang.compiler import lower, prims
 from rulelang.compiler.impls import activation, base, products, reshape
 from rulelang.testing.models import randomize_
 
@@ -381,3 +384,118 @@ def test_stab_by_sign_and_clamp_equals_the_comparison_form(values: list[float], 
     assert torch.equal(new.isnan(), old.isnan())
     assert torch.equal(new[~new.isnan()], old[~old.isnan()])
     assert torch.equal(torch.signbit(new[~new.isnan()]), torch.signbit(old[~old.isnan()]))
+
+
+# ----------------------------------------------------------------- every part of one split: one stack / cat
+@contextlib.contextmanager
+def separate_parts() -> Iterator[None]:
+    """Each part's vjp a zero-filled tensor, summed at the producer (the lowering before `lower.JOIN_PARTS`)."""
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.setattr(lower, "JOIN_PARTS", False)
+        yield
+    finally:
+        mp.undo()
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """The tensor's bit patterns (-0.0 and 0.0 differ, NaN payloads count)."""
+    return t.contiguous().view({torch.float64: torch.int64, torch.float32: torch.int32}[t.dtype])
+
+
+def assert_joined_equals_separate(model: nn.Module, rule: str, x: torch.Tensor, **eps: float) -> str:
+    """Joined and separate part vjps give the same attribution and relevances, bit for bit; returns the code."""
+    code, new = _explain(model, rule, x, eps)
+    with separate_parts():
+        old_code, old = _explain(model, rule, x, eps)
+    assert "join_part_vjps" not in old_code
+    assert torch.equal(_bits(new.attribution), _bits(old.attribution))
+    assert new.relevances.keys() == old.relevances.keys()
+    for k, v in new.relevances.items():
+        assert torch.equal(_bits(v), _bits(old.relevances[k])), f"relevance at {k} differs"
+    return code
+
+
+@st.composite
+def all_parts(draw: Any) -> tuple[Callable, tuple[int, ...], bool]:
+    """A split whose parts are all used (joined), or one the join leaves alone (False): a part unused, a part
+    taken twice, two kinds of pick of one input."""
+    shape = draw(shapes)
+    rank = len(shape) + 1
+    d = draw(st.integers(1, rank - 1))
+    shape = shape[: d - 1] + (max(2, shape[d - 1]),) + shape[d:]  # two parts at least
+    n = shape[d - 1]
+    dim = _neg(draw, d, rank)
+    chunks = draw(st.integers(2, 3))
+    form = draw(st.sampled_from(["unbind", "chunk", "split", "split_list", "getitem", "getitem_neg", "ellipsis"]))
+    form = draw(st.sampled_from([form, "unused", "twice", "mixed"]))
+    lead = (slice(None),) * d
+
+    count = len(torch.zeros(n).chunk(chunks))  # (a traced tuple cannot be iterated: its parts are indexed)
+
+    def join(ts: Any, k0: int = 0, m: int = n) -> list[torch.Tensor]:
+        return [ts[k] for k in range(k0, m)]
+
+    def cat(ts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([t.reshape(t.shape[0], -1) * (k + 1.0) for k, t in enumerate(ts)], 1)
+
+    fn: Callable = {
+        "unbind": lambda x: cat(join(x.unbind(dim))),
+        "chunk": lambda x: cat(join(torch.chunk(x, chunks, dim=dim), m=count)),
+        "split": lambda x: cat(join(x.split(1, dim))),
+        "split_list": lambda x: cat(join(torch.split(x, [1, n - 1], dim), m=2)),
+        "getitem": lambda x: cat([x[lead + (k,)] for k in range(n)]),
+        "getitem_neg": lambda x: cat([x[lead + (k - n,)] for k in reversed(range(n))]),
+        "ellipsis": lambda x: cat([x[(Ellipsis, k) + (slice(None),) * (rank - 1 - d)] for k in range(n)]),
+        "unused": lambda x: cat(join(x.unbind(dim), k0=1)),
+        "twice": lambda x: cat([x[lead + (0,)], *join(x.unbind(dim), k0=1), x[lead + (0,)]]),
+        "mixed": lambda x: cat([x[lead + (0,)], *join(x.unbind(dim), k0=1)]),
+    }[form]
+    return fn, shape, form not in ("unused", "twice", "mixed")
+
+
+@given(case=all_parts(), seed=st.integers(0, 2**16))
+def test_joined_part_vjps_equal_separate(case: tuple[Callable, tuple[int, ...], bool], seed: int) -> None:
+    fn, shape, joined = case
+    model = OpModel(fn, shape, seed).eval()
+    code = assert_joined_equals_separate(model, "gradient", torch.randn(2, *shape, dtype=D))
+    assert ("join_part_vjps" in code) == joined
+
+
+def test_join_part_vjps_keeps_the_sums_zeros_and_falls_back_at_run_time() -> None:
+    """-0.0 parts come out 0.0 (as `v + 0 + 0`); parts that do not tile the input at run time are summed."""
+    x = torch.randn(2, 3, 4, dtype=D)
+    s = [torch.full((2, 4), -0.0, dtype=D), torch.randn(2, 4, dtype=D), torch.randn(2, 4, dtype=torch.float32)]
+    specs = tuple(((slice(None), k),) for k in (2, 0, 1))
+    out = reshape.join_part_vjps(x, "getitem", specs, *s)
+    assert torch.equal(_bits(out), _bits(prims.sum_all(*(reshape.getitem_vjp(t, x, *p) for t, p in zip(s, specs)))))
+    assert not torch.signbit(out[:, 2]).any()  # the -0.0 part
+    wide = torch.randn(2, 4, 4, dtype=D)  # a fourth position nobody picks: the sum of zero-filled parts
+    out = reshape.join_part_vjps(wide, "getitem", specs, *s)
+    assert torch.equal(out, prims.sum_all(*(reshape.getitem_vjp(t, wide, *p) for t, p in zip(s, specs))))
+    assert torch.equal(out[:, 3], torch.zeros(2, 4, dtype=D))
+    parts = tuple(("unbind", True, k, (1,), {}) for k in (1, 0, 2))
+    out = reshape.join_part_vjps(x, "part", parts, *s)
+    assert torch.equal(_bits(out), _bits(torch.stack([s[1], s[0], s[2].to(D)], 1) + 0.0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("rule", ["attn-lrp", "cp-lrp"])
+@pytest.mark.parametrize("name", ["tv-vit", "digits-vit", "timm-attention"])
+def test_whole_model_joined_parts_equal_separate(name: str, rule: str, dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    if name == "tv-vit":
+        model, x = small_vit(), torch.randn(2, 3, 16, 16, dtype=D)
+    elif name == "digits-vit":
+        model, x = rulelang.builtin_model("digits-vit").to(D).eval(), torch.randn(2, 3, 32, 32, dtype=D)
+    else:
+        model, x = TimmAttention().to(D).eval(), torch.randn(2, 5, 8, dtype=D)
+    code = assert_joined_equals_separate(model.to(dtype), rule, x.to(dtype))
+    if rule == "cp-lrp":  # q and k get no relevance (the attention is held constant): v's part alone, no sum
+        assert "join_part_vjps" not in code
+        return
+    assert "join_part_vjps" in code
+    if name == "tv-vit":  # the packed qkv's three picks `[..., k, :]`: no zero-filled tensor per pick any more
+        assert not [line for line in code.splitlines() if "getitem_vjp(" in line and "Ellipsis" in line]
+    if name == "timm-attention":
+        assert "part_vjp(" not in code

@@ -4,7 +4,9 @@
 - permute -> the inverse permutation; transpose / swapaxes -> the same transpose; movedim -> the opposite move;
 - expand / expand_as -> summed back to the input's shape (aten's `sum_to`, what autograd runs);
 - getitem with basic indexing (ints, slices, None, ...), narrow, chunk / split / unbind (one output each): a zero
-  tensor with the slice that output came from set to `s`.
+  tensor with the slice that output came from set to `s`;
+- every part of one split used (q, k, v of a packed qkv projection): `join_part_vjps`, their summed relevance as
+  one `torch.stack` / `torch.cat` (the lowering's consumer sum, `lower.JOIN_PARTS`).
 
 Each equals the generic vjp bit for bit (tests/compiler/test_reshape_vjps.py); padding, roll, channel shuffle,
 advanced indexing and any other call form use the generic vjp.
@@ -207,3 +209,124 @@ class Reshape(Generic):
         if name == "movedim" and len(args) == 2 and not kwargs:
             return em.call(movedim_vjp, s, x, args[0], args[1])
         return None
+
+
+# ------------------------------------------------------------------------- every part of one split, joined
+#: the calls returning a tuple of parts that tile their input
+_SPLITS = ("chunk", "split", "unbind")
+
+
+def _stack_dim(index: Any, rank: int) -> tuple[int, int] | None:
+    """(dim, int) of a getitem index picking one position of one dim (`x[..., k, :]`, `x[:, k]`, `x[k]`)."""
+    parts = index if isinstance(index, tuple) else (index,)
+    ints = [j for j, p in enumerate(parts) if _ints(p)]
+    ellipses = [j for j, p in enumerate(parts) if p is Ellipsis]
+    rest = [p for p in parts if not _ints(p) and p is not Ellipsis]
+    if len(ints) != 1 or len(ellipses) > 1 or any(p != slice(None) for p in rest) or len(parts) - len(ellipses) > rank:
+        return None
+    j = ints[0]
+    dim = rank - (len(parts) - j) if ellipses and ellipses[0] < j else j
+    return dim, parts[j]
+
+
+def _split_dim(name: str, args: tuple, kwargs: dict) -> Any:
+    """The dim of a `chunk` / `split` / `unbind` call (`args`, `kwargs`: after the input), or None."""
+    k = 0 if name == "unbind" else 1
+    dim = kwargs.get("dim", args[k] if len(args) > k else 0)
+    return dim if _ints(dim) and set(kwargs) <= {"dim", "split_size", "split_size_or_sections", "chunks"} else None
+
+
+def join_part_vjps(x: torch.Tensor, how: str, specs: tuple, *s: torch.Tensor) -> torch.Tensor:
+    """The sum of the vjps of every part of one split of `x` (relevance summed over its consumers), in one kernel.
+
+    `specs[k]` is the call of the `k`-th summand: `(index,)` of a `getitem_vjp` (`how` "getitem") or `(name,
+    method, pick, args, kwargs)` of a `part_vjp` (`how` "part"); `s[k]` its relevance. When the parts tile `x`
+    (at this call's shapes) the sum, `zeros` with each part filled in and added up, is `torch.stack` / `torch.cat`
+    of the parts along the split dim, `+ 0.0`: bit for bit, since each element is one part's value plus zeros
+    (`v + 0 + 0 == v + 0`, which turns -0.0 into 0.0 as the sum did). Otherwise the sum itself, in the same order.
+    """
+    joined = _joined(x, how, specs, s)
+    if joined is not None:
+        return joined.add_(0.0)
+    if how == "getitem":
+        terms = [getitem_vjp(t, x, *spec) for t, spec in zip(s, specs)]
+    else:
+        terms = [part_vjp(t, x, *spec) for t, spec in zip(s, specs)]
+    return prims.sum_all(*terms)
+
+
+def _joined(x: torch.Tensor, how: str, specs: tuple, s: tuple) -> torch.Tensor | None:
+    """`torch.stack` / `torch.cat` of `s` ordered by part when the parts tile `x` exactly once; else None."""
+    tiling = _tiling(x, how, specs)
+    if tiling is None:
+        return None
+    dim, order, shapes, stack = tiling
+    parts = [s[k].to(x.dtype) for k in order]
+    if any(t.shape != shape for t, shape in zip(parts, shapes)):
+        return None  # a broadcast fill: left to the sum
+    return torch.stack(parts, dim) if stack else torch.cat(parts, dim)
+
+
+def _tiling(x: torch.Tensor, how: str, specs: tuple) -> tuple[int, list[int], list[Any], bool] | None:
+    """(dim, the summands in part order, the parts' shapes, stack or cat) when the parts of `specs` tile `x`."""
+    if how == "getitem":
+        found = [_stack_dim(spec[0], x.dim()) for spec in specs]
+        dims = {f[0] for f in found if f is not None}
+        if None in found or len(dims) != 1:
+            return None
+        dim = dims.pop()
+        n = x.shape[dim]
+        shapes = [x.select(dim, 0).shape] * n if n else []
+        positions = [f[1] for f in found if f is not None]
+        stack = True
+    else:
+        name, method, _, args, kwargs = specs[0]  # the same call for every part (`joinable_parts`)
+        split_dim = _split_dim(name, args, kwargs)
+        if split_dim is None:
+            return None
+        dim = split_dim
+        views = getattr(x, name)(*args, **kwargs) if method else _PART_FUNCTION_BY_NAME[name](x, *args, **kwargs)
+        n, shapes, stack = len(views), [v.shape for v in views], name == "unbind"
+        positions = [spec[2] for spec in specs]
+    if len(specs) != n or not all(_ints(p) and -n <= p < n for p in positions):
+        return None
+    order = sorted(range(n), key=lambda k: positions[k] % n)
+    if [positions[k] % n for k in order] != list(range(n)):
+        return None  # a part taken twice (then another is missing)
+    return dim, order, shapes, stack
+
+
+def joinable_parts(values: list[Any], shape: Any = None) -> tuple[Any, ...] | None:
+    """The arguments of `join_part_vjps` for relevance contributions that are all part vjps of one input (the
+    outputs of one `unbind` / `chunk` / `split`, or `getitem`s of one position each along one dim), else None.
+
+    `shape`: the input's shape when traced, if known: parts that do not tile it (one unused, one taken twice) are
+    left to the sum here already (`join_part_vjps` checks again at run time, where the batch size may differ).
+    """
+    if len(values) < 2 or not all(isinstance(v, fx.Node) and v.op == "call_function" for v in values):
+        return None
+    first = values[0]
+    how = "getitem" if first.target is getitem_vjp else "part" if first.target is part_vjp else None
+    if how is None:
+        return None
+    x, specs, s = first.args[1], [], []
+    for v in values:
+        if v.target is not first.target or len(v.args) < 3 or v.args[1] is not x or v.kwargs:
+            return None
+        if not isinstance(v.args[0], fx.Node):
+            return None
+        s.append(v.args[0])
+        specs.append(tuple(v.args[2:]))
+    if how == "getitem":
+        if not all(len(spec) == 1 and _stack_dim(spec[0], 64) is not None for spec in specs):
+            return None  # (64 only screens the index's form: the rank is checked at run time)
+    elif not all(
+        len(spec) == 5 and spec[0] in _SPLITS and _ints(spec[2]) and spec[:2] + spec[3:] == specs[0][:2] + specs[0][3:]
+        for spec in specs
+    ):
+        return None  # not all picks of one and the same call
+    nodes: list[fx.Node] = []
+    fx.node.map_arg(tuple(specs), nodes.append)  # sizes read from a shape: known at run time only
+    if shape is not None and not nodes and _tiling(torch.empty(shape, device="meta"), how, tuple(specs)) is None:
+        return None
+    return (x, how, tuple(specs), *s)
