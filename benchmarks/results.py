@@ -53,8 +53,9 @@ def run_config(model: str, batch: int, repeat: int, extra: list[str]) -> dict[st
     if batch < 8:
         cmd.append("--no-memory")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    load = os.getloadavg()[0]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-    return json.loads(out)
+    return {**json.loads(out), "load_average": [round(load, 2), round(os.getloadavg()[0], 2)]}
 
 
 def run_compile_time() -> dict[str, Any]:
@@ -68,6 +69,12 @@ def _fmt(v: Any, suffix: str = "×") -> str:
     return "—" if v is None else f"{v:.2f}{suffix}"
 
 
+def _load_text(reports: dict[str, dict[str, Any]]) -> str:
+    """The 1-minute load averages recorded before and after each configuration's run."""
+    loads = [v for rep in reports.values() for v in rep.get("load_average", [])]
+    return f"{min(loads):.1f}–{max(loads):.1f}" if loads else "not recorded"
+
+
 def render(reports: dict[str, dict[str, Any]], compile_report: dict[str, Any] | None) -> str:
     lines = [
         "# Benchmark results (CPU)",
@@ -77,8 +84,9 @@ def render(reports: dict[str, dict[str, Any]], compile_report: dict[str, Any] | 
         "(`rulelang.compile(model, rule, example_input=x)`: the parameter cache is on). Ratios are median seconds",
         "per call over the plain input gradient's (forward + `torch.autograd.grad`), measured interleaved in one",
         "process; zennit/captum columns are the same ratio for their counterpart (— where there is none). The",
-        "machine is a shared 2-core VM with a load average of 8–14 from other processes: single ratios move by",
-        "±10–30 % between runs, and a ratio below the rule's convolution-count floor (see the notes) is noise.",
+        f"machine is a shared 2-core VM (1-minute load average during these runs: {_load_text(reports)}; at 8–14,",
+        "single ratios moved by ±10–30 % between runs); a ratio below the rule's convolution-count floor (see the",
+        "notes) is noise.",
         "✓/✗ compare the median with the issue's target as measured, noise included.",
         "",
     ]
