@@ -16,6 +16,7 @@ from torch import nn
 
 import rulelang
 from rulelang.testing.models import randomize_
+from tests.helpers.numeric import assert_output_and_gradient
 
 D = torch.float64
 LRP_RULES = ("attn-lrp", "cp-lrp", "lrp-epsilon-plus")
@@ -142,11 +143,7 @@ def test_attention_decomposition_matches_the_fused_call(block: type[nn.Module], 
     explainer = rulelang.compile(model, "gradient", example_input=x)
     kinds = [str(op.kind) for op in explainer.graph.ops]
     assert kinds.count("matmul") == 2 and kinds.count("softmax") == 1
-    with torch.no_grad():
-        torch.testing.assert_close(explainer.explain(x, 0).output, model(x), rtol=1e-9, atol=1e-12)
-    xg = x.clone().requires_grad_(True)
-    (ref,) = torch.autograd.grad(model(xg)[:, 0].sum(), xg)
-    torch.testing.assert_close(explainer(x, 0), ref, rtol=1e-9, atol=1e-12)
+    assert_output_and_gradient(explainer, model, x, 0, rtol=1e-9)
     r = rulelang.compile(model, "attn-lrp", example_input=x)(x, 0)
     assert torch.isfinite(r).all() and r.abs().sum() > 0
 

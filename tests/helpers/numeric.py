@@ -118,3 +118,27 @@ def node_linearity_error(ex: Any, x: torch.Tensor, name: str, seed: int = 0) -> 
             err = max(err, _amax(w - a * u - b * v, ok))
             scale = max(scale, _amax(w, ok), _amax(u, ok), _amax(v, ok))
     return err / scale if scale > 0 else 0.0
+
+
+def input_gradient(model: torch.nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
+    """torch.autograd's gradient of the summed logit `target` with respect to the input (the gradient rule's oracle)."""
+    xg = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(model(xg)[:, target].sum(), xg)
+    return g
+
+
+def assert_output_and_gradient(
+    explainer: Any,
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    target: int,
+    rtol: float,
+    atol: float = 1e-12,
+    output_rtol: float | None = None,
+) -> None:
+    """A gradient-rule explainer's forward output equals the model's (to `output_rtol`, default `rtol`), and its
+    attribution equals autograd's (to `rtol`)."""
+    with torch.no_grad():
+        out = explainer.explain(x, target).output
+        torch.testing.assert_close(out, model(x), rtol=rtol if output_rtol is None else output_rtol, atol=atol)
+    torch.testing.assert_close(explainer(x, target), input_gradient(model, x, target), rtol=rtol, atol=atol)
