@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -108,12 +108,9 @@ class Explainer(nn.Module):
         self._source = source
         self._built: dict[GraphKey, fx.GraphModule] = {}
         self._caches: dict[GraphKey, ParameterCache] = {}
-        # `reference: zeros` called without a reference: graphs whose reference pass is hoisted into the cache
-        self._built_ref: dict[GraphKey, fx.GraphModule] = {}
-        self._ref_caches: dict[GraphKey, ParameterCache] = {}
         #: torch.compile's options when `compile()` was called (None: the graphs run eagerly)
         self._compile_options: dict[str, Any] | None = None
-        self._compiled: dict[tuple[GraphKey, bool], Callable[..., Any]] = {}
+        self._compiled: dict[GraphKey, Callable[..., Any]] = {}
         self._setup(graph, plan)
 
     def _setup(self, graph: OpGraph, plan: Plan) -> None:
@@ -143,8 +140,6 @@ class Explainer(nn.Module):
     def _forget(self) -> None:
         self._built.clear()
         self._caches.clear()
-        self._built_ref.clear()
-        self._ref_caches.clear()
         self._compiled.clear()
 
     def compile(self, enable: bool = True, **options: Any) -> Explainer:  # type: ignore[override]
@@ -210,14 +205,8 @@ class Explainer(nn.Module):
         propagate `{"output", "attribution", "relevances"}`, activations `{node: (input, output)}`, params
         `{node: {"w", "b"}}`; layer returns the tensor.
         """
-        return self._build(key)
-
-    def _build(self, key: GraphKey, cached_reference: bool = False) -> fx.GraphModule:
-        """`build(key)`; `cached_reference`: the variant for `reference: zeros` calls without a reference, whose
-        reference forward pass (every x0/y0 the rule reads) moves into the parameter cache (see `_uses_cached_reference`)."""
-        built = self._built_ref if cached_reference else self._built
-        if key in built:
-            return built[key]
+        if key in self._built:
+            return self._built[key]
         rf, og = self.rules, self._graph
         if key.mode in ("explain", "propagate"):
             self._require_fitted()
@@ -233,8 +222,8 @@ class Explainer(nn.Module):
         sample = None
         if rf.reference:
             # the cached variant reads no caller reference: x0 is then zeros shaped like one sample of x
-            x0 = em.call(prims.reference_input, x, None if cached_reference else reference, rf.reference)
-            sample = x0 if cached_reference else None
+            x0 = em.call(prims.reference_input, x, None if key.cached_reference else reference, rf.reference)
+            sample = x0 if key.cached_reference else None
             lw.forward("ref", x0)
         lw.forward_quantities()
         y = lw.value(og.output)
@@ -294,10 +283,9 @@ class Explainer(nn.Module):
         if self.cache_parameters and mode in ("explain", "propagate"):
             derive, names, targets = split_static(gm, self, sample)
             if derive is not None:
-                caches = self._caches if sample is None else self._ref_caches
-                caches[key] = ParameterCache(derive, names, targets, self, sample=sample is not None)
+                self._caches[key] = ParameterCache(derive, names, targets, self, sample=sample is not None)
         _LazyGraphModule.force_recompile(gm)
-        (self._built if sample is None else self._built_ref)[key] = gm
+        self._built[key] = gm
         return gm
 
     def _check_precision(self, gm: fx.GraphModule) -> None:
@@ -324,7 +312,7 @@ class Explainer(nn.Module):
         1, for the last input shape), kept between calls, counted once per storage (0 with
         `cache_parameters=False` or before the first call)."""
         seen: dict[tuple[Any, int], int] = {}
-        for cache in list(self._caches.values()) + list(self._ref_caches.values()):
+        for cache in self._caches.values():
             for t in cache.tensors():
                 st = t.untyped_storage()
                 seen[(t.device, st.data_ptr())] = st.nbytes()
@@ -336,8 +324,8 @@ class Explainer(nn.Module):
         cache = self._caches.get(key)
         return [cache.fetch(t) for t in cache.targets] if cache is not None else []
 
-    def _hoisted(self, key: GraphKey, x: Any = None, cached_reference: bool = False) -> dict[str, Any]:
-        cache = (self._ref_caches if cached_reference else self._caches).get(key)
+    def _hoisted(self, key: GraphKey, x: Any = None) -> dict[str, Any]:
+        cache = self._caches.get(key)
         if cache is None:
             return {}
         return cache.values(x) if cache.sample else cache.values()
@@ -494,25 +482,24 @@ class Explainer(nn.Module):
         *args: Any,
         key: GraphKey | None = None,
         eager: bool = False,
-        cached_reference: bool = False,
     ) -> Any:
         """Runs a built graph (through torch.compile after `compile()`, for explain/propagate graphs unless
         `eager`); errors other than rulelang's become one ExplainError line (calling `forward` directly also keeps
         fx from printing its own traceback to stderr)."""
         try:
-            kwargs = self._hoisted(key, args[0] if args else None, cached_reference) if key is not None else {}
+            kwargs = self._hoisted(key, args[0] if args else None) if key is not None else {}
         except RulelangError:
             raise
         except Exception as e:
             raise self._input_error(args, e) from None
         if key is not None and not eager and self._compile_options is not None and key.mode in _COMPILABLE:
             try:
-                return self._compiled_graph(key, gm, cached_reference)(*args, **kwargs)
+                return self._compiled_graph(key, gm)(*args, **kwargs)
             except RulelangError:
                 raise
             except Exception as e:
                 # an error of the input itself is reported as such
-                self._execute(gm, *args, key=key, eager=True, cached_reference=cached_reference)
+                self._execute(gm, *args, key=key, eager=True)
                 raise ExplainError(
                     f"torch.compile failed on this explainer's graph ({_first_line(e)}); the same call runs "
                     "without it: call explainer.compile(False), or pass other torch.compile options"
@@ -530,20 +517,21 @@ class Explainer(nn.Module):
         compiled = f" (compiled for {self._example_shape})" if self._example_shape else ""
         return ExplainError(f"cannot explain this input{shape}{compiled}: {_first_line(e)}")
 
-    def _compiled_graph(self, key: GraphKey, gm: fx.GraphModule, cached_reference: bool = False) -> Callable[..., Any]:
-        fn = self._compiled.get((key, cached_reference))
+    def _compiled_graph(self, key: GraphKey, gm: fx.GraphModule) -> Callable[..., Any]:
+        fn = self._compiled.get(key)
         if fn is None:
             fn = torch.compile(dynamo_friendly(gm).forward, **(self._compile_options or {}))
-            self._compiled[(key, cached_reference)] = fn
+            self._compiled[key] = fn
         return fn
 
     def _run(self, key: GraphKey, *args: Any, eager: bool = False) -> Explanation:
-        cached_reference = self._uses_cached_reference(key, args)
-        gm = self._build(key, cached_reference)
+        if self._uses_cached_reference(key, args):
+            key = replace(key, cached_reference=True)
+        gm = self.build(key)
         if self._compile_options is not None and not eager and key.mode in _COMPILABLE:
             args = (args[0], target_tensor(args[1], args[0])) + args[2:] if key.mode == "explain" else args
         with torch.no_grad(), eval_mode(self.model):
-            out = self._execute(gm, *args, key=key, eager=eager, cached_reference=cached_reference)
+            out = self._execute(gm, *args, key=key, eager=eager)
         return Explanation(out["output"], out["attribution"], out["relevances"])
 
     def forward(self, x: torch.Tensor, target: Target = None, reference: torch.Tensor | None = None) -> torch.Tensor:

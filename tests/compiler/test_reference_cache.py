@@ -5,6 +5,7 @@ uncached path, weight edits and other input sizes are seen, and a caller's refer
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -13,6 +14,9 @@ import torchvision
 import rulelang
 from rulelang.compiler.explainer import dynamo_friendly, target_tensor
 from rulelang.compiler.keys import EXPLAIN
+
+#: the explain graph whose zeros reference pass is computed in the parameter cache
+REF = dataclasses.replace(EXPLAIN, cached_reference=True)
 
 DEEPLIFT = ["deeplift-rescale", "deeplift-ablation", "deeplift-reveal-cancel"]
 
@@ -65,18 +69,19 @@ def test_cached_reference_is_bit_identical(rule, name, dtype):
     ex = rulelang.compile(model, rule, example_input=x)
     assert ex.cache_bytes == 0
     got = ex.explain(x, t, keep="all")
-    assert ex._ref_caches and EXPLAIN not in ex._ref_caches  # keep="all" has its own graph
+    cached = [k for k in ex._caches if k.cached_reference]
+    assert cached and REF not in cached  # keep="all" has its own graph
     _same(got, _uncached(model, rule, x, t, keep="all"))
     _same(ex.explain(x, t, keep="all"), got)  # second call: from the cache
     # the per-call graph no longer runs the reference pass: it reads it from the cache
-    gm = ex._built_ref[next(iter(ex._built_ref))]
+    gm = ex.build(cached[0])
     assert "reference_input" not in gm.code and "reference_input" in ex.build(EXPLAIN).code
     assert ex.cache_bytes > 0
 
 
 def _counting(ex: rulelang.Explainer) -> list[int]:
     """Counts the runs of the cached reference pass of `ex`'s explain graph."""
-    cache = ex._ref_caches[EXPLAIN]
+    cache = ex._caches[REF]
     calls = [0]
     derive = cache.derive
 
@@ -138,13 +143,13 @@ def test_caller_reference_keeps_the_per_call_path_and_cache_off():
     ex = rulelang.compile(model, "deeplift-rescale", example_input=x)
     ref = torch.rand_like(x[:1], generator=torch.Generator().manual_seed(3))
     _same(ex.explain(x, t, reference=ref), _uncached(model, "deeplift-rescale", x, t, reference=ref))
-    assert not ex._ref_caches and not ex._built_ref
+    assert not any(k.cached_reference for k in [*ex._caches, *ex._built])
     # a zeros reference given explicitly equals the cached one
     zeros = torch.zeros_like(x[:1])
     assert torch.equal(ex(x, t, reference=zeros), ex(x, t))
     off = rulelang.compile(model, "deeplift-rescale", example_input=x, cache_parameters=False)
     off(x, t)
-    assert off.cache_bytes == 0 and not off._ref_caches
+    assert off.cache_bytes == 0 and not any(k.cached_reference for k in off._built)
     ex.refresh()
     assert ex.cache_bytes == 0
 
@@ -153,8 +158,8 @@ def test_cached_reference_graph_has_no_graph_break():
     model, x, t = _digits("digits-resnet", torch.float32)
     ex = rulelang.compile(model, "deeplift-rescale", example_input=x)
     ex(x, t)
-    gm = dynamo_friendly(ex._built_ref[EXPLAIN])
-    hoisted = ex._hoisted(EXPLAIN, x, cached_reference=True)
+    gm = dynamo_friendly(ex.build(REF))
+    hoisted = ex._hoisted(REF, x)
     torch._dynamo.reset()
     try:
         with torch.no_grad():
@@ -206,4 +211,4 @@ def test_propagate_uses_the_cached_reference_too(rule):
     at = ex.nodes[-4]
     r = torch.randn(x.shape[0], *ex.shapes[at][1:], dtype=x.dtype, generator=torch.Generator().manual_seed(4))
     _same(ex.propagate(x, at=at, relevance=r, keep="all"), off.propagate(x, at=at, relevance=r, keep="all"))
-    assert any(k.mode == "propagate" for k in ex._ref_caches)
+    assert any(k.mode == "propagate" and k.cached_reference for k in ex._caches)
